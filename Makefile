@@ -1,0 +1,36 @@
+# The product's front door: `make run` and `make test` (see README).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_CUSTOMERS ?= 5000
+DEMO_MONTHS ?= 12
+DEMO_SEED ?= 7
+LANDING ?= ./landing
+
+.PHONY: run test install demo-data lint clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Generates the demo landing zone once; `make run` then runs the whole pipeline for its latest date.
+demo-data: $(STAMP)
+	@test -d $(LANDING) || $(BIN)/crm-pipeline generate --customers $(DEMO_CUSTOMERS) \
+		--months $(DEMO_MONTHS) --seed $(DEMO_SEED) --landing $(LANDING)
+
+run: demo-data
+	$(BIN)/crm-pipeline run --date latest
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check jobs tests benchmarks dags
+
+clean:
+	rm -rf lakehouse outbox reports landing landing.truth mlruns spark-warehouse

@@ -1,0 +1,6 @@
+"""Settings of this job (defaults and documentation in conf/)."""
+from jobs.common.config import Section
+
+
+class ChurnSettings(Section):
+    pass
