@@ -1,0 +1,60 @@
+"""One SparkSession for the whole test run (small shuffle, no UI), and a fresh lake per test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.common.config import load_settings
+from jobs.common.lake import Lake
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "2g",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.adaptive.enabled": "false",
+}
+
+
+@pytest.fixture(scope="session")
+def spark() -> SparkSession:
+    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+    builder = SparkSession.builder.master("local[2]").appName("crm-pipeline-tests")
+    for key, value in TEST_SPARK_CONF.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings whose lake, landing, outbox and report roots live in the test's temporary folder."""
+    env = {
+        "CRM_LAKE__ROOT": str(tmp_path / "lake"),
+        "CRM_LANDING__ROOT": str(tmp_path / "landing"),
+        "CRM_OUTBOX__ROOT": str(tmp_path / "outbox"),
+        "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
+    }
+    return load_settings(env=env)
+
+
+@pytest.fixture
+def lake(spark, settings) -> Lake:
+    return Lake.from_settings(spark, settings)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared datasets are expected at {SHARED_DATA}")
+    return SHARED_DATA
