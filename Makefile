@@ -13,7 +13,7 @@ LANDING ?= ./landing
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,airflow]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,10 +43,11 @@ def _resolve_date(settings: Settings, value: date | str) -> date:
     return latest_landing_date(settings) if value == "latest" else value
 
 
-def _run_stages(settings: Settings, business_date: date, names: list[str]) -> int:
+def _run_stages(settings: Settings, business_date: date, names: list[str],
+                train_if_missing: bool = False) -> int:
     from jobs.common.context import RunContext
 
-    ctx = RunContext(settings, business_date)
+    ctx = RunContext(settings, business_date, train_if_missing=train_if_missing)
     print(f"run {ctx.run_id} for business date {business_date}: {', '.join(names)}", flush=True)
     started = time.monotonic()
     for name in names:
@@ -78,11 +79,12 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stage(args: argparse.Namespace, settings: Settings) -> int:
     if load_stage(args.name) is None:
         raise InputError(f"stage {args.name!r} is not built yet")
-    return _run_stages(settings, _resolve_date(settings, args.date), [args.name])
+    return _run_stages(settings, _resolve_date(settings, args.date), [args.name],
+                       train_if_missing=args.train_if_missing)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    return _run_stages(settings, _resolve_date(settings, args.date), NIGHTLY)
+    return _run_stages(settings, _resolve_date(settings, args.date), NIGHTLY, train_if_missing=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name", choices=list(STAGES), metavar="NAME", help=", ".join(STAGES))
     stage.add_argument("--date", type=_parse_date, required=True,
                        help="business date YYYY-MM-DD, or 'latest' (newest complete landing batch)")
+    stage.add_argument("--train-if-missing", action="store_true",
+                       help="churn-score: train a first model when the registry has no champion")
     stage.set_defaults(handler=cmd_stage)
 
     run = commands.add_parser("run", help="run the nightly stages in order for a business date",

@@ -19,12 +19,14 @@ STAGES: dict[str, str] = {
     "churn-score": "jobs.churn.job:score",
     "push": "jobs.push.job:run",
     "campaign-measure": "jobs.push.measure:run",
+    "report": "jobs.report.job:run",
+    "maintenance": "jobs.maintenance:run",
 }
 
 # Retrain stages (kmeans-fit, churn-train) run weekly; the nightly stages fit or train a first model
 # themselves when none exists yet.
 NIGHTLY = ["ingest", "clean", "features", "kmeans-assign", "apriori", "churn-score", "push",
-           "campaign-measure"]
+           "campaign-measure", "report"]
 
 
 def load_stage(name: str) -> Callable | None:

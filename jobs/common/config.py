@@ -57,6 +57,32 @@ class MlflowSettings(Section):
     experiment_prefix: str
 
 
+class SparkSubmitSettings(Section):
+    conn_id: str
+    application: str
+    py_files: str
+    archives: str
+    conf: dict[str, str]
+
+
+class SchedulingSettings(Section):
+    mode: Literal["local", "cluster"]
+    timezone: str
+    nightly_cron: str
+    retrain_cron: str
+    maintenance_cron: str
+    start_date: str
+    catchup: bool
+    retries: int
+    retry_delay_minutes: int
+    task_timeout_minutes: int
+    crm_pipeline: str
+    conf_file: str | None
+    alert_dir: str | None
+    alert_command: str | None
+    spark_submit: SparkSubmitSettings
+
+
 CORE_SECTIONS: dict[str, type[Section]] = {
     "lake": LakeSettings,
     "landing": RootSettings,
@@ -65,6 +91,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "bank": BankSettings,
     "spark": SparkSettings,
     "mlflow": MlflowSettings,
+    "scheduling": SchedulingSettings,
 }
 
 # Each job owns its section: the model in its package, the defaults in conf/<section>.yaml.

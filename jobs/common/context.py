@@ -22,6 +22,8 @@ class RunContext:
     business_date: date
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     spark_session: SparkSession | None = None
+    # A nightly run on a new lake trains the first churn model before scoring instead of failing.
+    train_if_missing: bool = False
 
     @cached_property
     def spark(self) -> SparkSession:
