@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """Base of every settings section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Environment overrides arrive YAML-typed: "2" is an int, yet a str setting may take it.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class LakeSettings(Section):
