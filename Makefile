@@ -8,7 +8,7 @@ DEMO_MONTHS ?= 12
 DEMO_SEED ?= 7
 LANDING ?= ./landing
 
-.PHONY: run test install demo-data lint clean
+.PHONY: run test install demo-data lint clean dist
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf lakehouse outbox reports landing landing.truth mlruns spark-warehouse
+
+# The package for spark-submit on a cluster: the jobs package as --py-files, conf/ and schemas/ as --archives.
+dist: $(STAMP)
+	mkdir -p dist
+	find jobs -name __pycache__ -prune -exec rm -rf {} +
+	rm -f dist/crm_pipeline.zip && $(BIN)/python -m zipfile -c dist/crm_pipeline.zip jobs
+	tar -czf dist/crm_resources.tar.gz conf schemas
