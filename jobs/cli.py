@@ -87,6 +87,50 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return _run_stages(settings, _resolve_date(settings, args.date), NIGHTLY, train_if_missing=True)
 
 
+def _lake(settings: Settings):
+    from jobs.common.lake import Lake
+    from jobs.common.spark import get_spark
+
+    return Lake.from_settings(get_spark(settings), settings)
+
+
+def _print_rows(rows: list[dict[str, object]]) -> None:
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(rows[0])
+    cells = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.analyst import query, write_result
+
+    if (args.statement is None) == (args.file is None):
+        raise InputError("give either a SQL statement or --file FILE")
+    statement = args.statement if args.file is None else Path(args.file).read_text(encoding="utf-8")
+    result = query(_lake(settings), statement)
+    if args.out:
+        print(f"wrote {write_result(result, Path(args.out))}")
+        return 0
+    rows = [r.asDict() for r in result.limit(args.limit + 1).collect()]
+    _print_rows(rows[:args.limit])
+    if len(rows) > args.limit:
+        print(f"(first {args.limit} rows; --limit N for more, --out FILE for all)")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.analyst import table_catalogue
+
+    _print_rows(table_catalogue(_lake(settings)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-pipeline",
@@ -126,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", type=_parse_date, default="latest",
                      help="business date YYYY-MM-DD, or 'latest' (default)")
     run.set_defaults(handler=cmd_run)
+
+    sql = commands.add_parser("sql", help="query the lake with Spark SQL (tables as layer.table)",
+                              description="Run a Spark SQL query; every lake table is addressable as "
+                                          "layer.table, e.g. SELECT risk_band, count(*) FROM "
+                                          "gold.churn_scores GROUP BY risk_band")
+    sql.add_argument("statement", nargs="?", help="the SQL statement (or use --file)")
+    sql.add_argument("--file", help="read the statement from this file")
+    sql.add_argument("--out", help="write all rows to FILE.csv or FILE.parquet instead of printing")
+    sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    sql.set_defaults(handler=cmd_sql)
+
+    tables = commands.add_parser("tables", help="list the lake's tables with version, rows, last commit",
+                                 description="List every Delta table under the lake root.")
+    tables.set_defaults(handler=cmd_tables)
     return parser
 
 

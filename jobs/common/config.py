@@ -214,7 +214,8 @@ def _validate(section: str, model: type[Section], data: dict[str, Any]) -> Secti
             else:
                 problem = f"bad value for {key!r}: {err['msg']} (got {err.get('input')!r})"
             problems.append(f"{_origin_of(data, section, loc)}: {problem}")
-        raise ConfigError("; ".join(problems)) from None
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConfigError("; ".join(problems[:3]) + more) from None
 
 
 def load_settings(conf_file: str | os.PathLike[str] | None = None,
