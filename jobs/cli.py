@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 import time
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from jobs.common.config import ConfigError, Settings, load_settings
@@ -46,6 +46,7 @@ def _resolve_date(settings: Settings, value: date | str) -> date:
 def _run_stages(settings: Settings, business_date: date, names: list[str],
                 train_if_missing: bool = False) -> int:
     from jobs.common.context import RunContext
+    from jobs.common.runlog import record_stage_run
 
     ctx = RunContext(settings, business_date, train_if_missing=train_if_missing)
     print(f"run {ctx.run_id} for business date {business_date}: {', '.join(names)}", flush=True)
@@ -55,10 +56,19 @@ def _run_stages(settings: Settings, business_date: date, names: list[str],
         if stage is None:
             print(f"  {name:<18} not built yet, skipped", flush=True)
             continue
-        stage_started = time.monotonic()
-        written = stage(ctx) or {}
+        print(f"  {name:<18} ...", end="\r", flush=True)
+        stage_started, began = time.monotonic(), datetime.now(timezone.utc)
+        try:
+            written = stage(ctx) or {}
+        except Exception as exc:
+            record_stage_run(ctx.lake, business_date, name, ctx.run_id, began,
+                             time.monotonic() - stage_started, "failed", {}, str(exc)[:2000])
+            print(f"  {name:<18} failed after {time.monotonic() - stage_started:.1f}s", flush=True)
+            raise
+        elapsed = time.monotonic() - stage_started
+        record_stage_run(ctx.lake, business_date, name, ctx.run_id, began, elapsed, "ok", written)
         rows = ", ".join(f"{table} {count:,}" for table, count in written.items())
-        print(f"  {name:<18} {time.monotonic() - stage_started:7.1f}s  {rows}", flush=True)
+        print(f"  {name:<18} {elapsed:7.1f}s  {rows}", flush=True)
     print(f"done in {time.monotonic() - started:.1f}s", flush=True)
     print(f"  tables:  {Path(settings.lake.root).resolve()}")
     print(f"  outbox:  {Path(settings.outbox.root).resolve() / business_date.isoformat()}")
