@@ -58,3 +58,37 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"the shared datasets are expected at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# One generated bank, run once through the whole nightly pipeline and shared by the tests that check
+# the jobs against the generator's planted truth (archetypes, churners, rules, dirty rows).
+PIPELINE_CUSTOMERS = 1500
+PIPELINE_END_DATE = "2026-06-30"
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, tmp_path_factory):
+    """Generate, then run every nightly stage for the last date; yields (settings, lake, truth_dir, date)."""
+    from datetime import date
+
+    from jobs.common.context import RunContext
+    from jobs.generate.generator import generate
+    from jobs.stages import NIGHTLY, load_stage
+
+    root = tmp_path_factory.mktemp("pipeline")
+    env = {
+        "CRM_LAKE__ROOT": str(root / "lake"),
+        "CRM_LANDING__ROOT": str(root / "landing"),
+        "CRM_OUTBOX__ROOT": str(root / "outbox"),
+        "CRM_REPORTS__ROOT": str(root / "reports"),
+    }
+    pipeline_settings = load_settings(env=env)
+    business_date = date.fromisoformat(PIPELINE_END_DATE)
+    generate(customers=PIPELINE_CUSTOMERS, months=12, end_date=business_date, seed=11,
+             landing=root / "landing", daily_batches=0, dirty_rate=0.01, settings=pipeline_settings)
+    ctx = RunContext(pipeline_settings, business_date, spark_session=spark, train_if_missing=True)
+    for name in NIGHTLY:
+        stage = load_stage(name)
+        if stage is not None:
+            stage(ctx)
+    yield pipeline_settings, ctx.lake, root / "landing.truth", business_date
