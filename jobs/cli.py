@@ -141,6 +141,10 @@ def cmd_tables(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    return _run_stages(settings, _resolve_date(settings, args.date), ["report"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-pipeline",
@@ -194,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("tables", help="list the lake's tables with version, rows, last commit",
                                  description="List every Delta table under the lake root.")
     tables.set_defaults(handler=cmd_tables)
+
+    report = commands.add_parser("report", help="write the run report reports/<date>/index.html",
+                                 description="Write one self-contained HTML report of the run for a date.")
+    report.add_argument("--date", type=_parse_date, default="latest",
+                        help="business date YYYY-MM-DD, or 'latest' (default)")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 
