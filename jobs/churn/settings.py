@@ -3,7 +3,18 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import field_validator
+
 from jobs.common.config import Section
+from jobs.common.contract import source
+
+
+def _contract_codes(values: list[str], source_name: str, field: str) -> list[str]:
+    allowed = set(source(source_name).field(field).codes or ())
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"{unknown} are not {source_name}.{field} codes ({sorted(allowed)})")
+    return values
 
 
 class LabelSettings(Section):
@@ -13,6 +24,16 @@ class LabelSettings(Section):
     min_active_txns: int
     balance_floor: float
     balance_drop_share: float
+
+    @field_validator("customer_initiated_txn_types")
+    @classmethod
+    def _txn_types(cls, value: list[str]) -> list[str]:
+        return _contract_codes(value, "transactions", "txn_type")
+
+    @field_validator("deposit_account_types")
+    @classmethod
+    def _account_types(cls, value: list[str]) -> list[str]:
+        return _contract_codes(value, "accounts", "account_type")
 
 
 class GbtSettings(Section):
