@@ -30,6 +30,7 @@ EXTRAS = {
         "duckdb==1.4.2",
         "polars==1.35.2",
         "mlxtend==0.23.4",
+        "playwright==1.65.2",  # drives Debian's chromium (no browser download) in the report test
     ],
 }
 
