@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from jobs.generate.population import Catalog, Population, pick
 from jobs.generate.settings import GeneratorSettings
-from jobs.generate.tables import HOUR, Ids, _table, ids, text, timestamps
+from jobs.generate.tables import HOUR, Ids, _table, coded, ids, text, timestamps
 from jobs.generate.transactions import poisson_days
 from jobs.generate.window import DAY, Window
 
@@ -35,42 +35,41 @@ def app_events_table(s: GeneratorSettings, window: Window, pop: Population, cata
     session = np.repeat(np.arange(len(who)), views)
     step = np.arange(len(session)) - np.repeat(np.cumsum(views) - views, views) + 1
     viewer = who[session]
-    pages = list(dict.fromkeys(p for a in arch for p in a.pages))
+    # Pages by code: 0 = home (logins), 1 = search, then the archetypes' pages.
+    pages = ["home", "search", *dict.fromkeys(p for a in arch for p in a.pages if p not in ("home", "search"))]
     weights = np.array([[a.pages.get(p, 0.0) for p in pages] for a in arch])[c.archetype[viewer]]
-    page = np.array(pages, dtype=object)[pick(rng, weights)]
+    page = pick(rng, weights)
     search = rng.random(len(session)) < s.app.search_share
-    page[search] = "search"
+    page[search] = 1
     view_ts = login_ts[session] + 20 * step + rng.integers(0, 10, len(session))
-    detail = page == "wealth/product_detail"
+    detail = page == pages.index("wealth/product_detail") if "wealth/product_detail" in pages else np.zeros(
+        len(session), dtype=bool)
     product = np.full(len(session), -1)
     product[detail] = pick(rng, _browsable(catalog, c.risk_tolerance[viewer[detail]]))
     clicked = ~search & (rng.random(len(session)) < s.app.click_share)
 
+    event_types = ("login", "page_view", "search", "click")
     customer = np.concatenate([who, viewer, viewer[clicked]])
     ts = np.concatenate([login_ts, view_ts, view_ts[clicked] + 5])
-    event_type = np.concatenate([np.full(len(who), "login", dtype=object),
-                                 np.where(search, "search", "page_view").astype(object),
-                                 np.full(clicked.sum(), "click", dtype=object)])
-    page_all = np.concatenate([np.full(len(who), "home", dtype=object), page, page[clicked]])
+    event_type = np.concatenate([np.zeros(len(who), dtype=np.int64), np.where(search, 2, 1),
+                                 np.full(clicked.sum(), 3)])
+    page_all = np.concatenate([np.zeros(len(who), dtype=np.int64), page, page[clicked]])
     product_all = np.concatenate([np.full(len(who), -1), product, product[clicked]])
+    # Keep events up to the end date, ordered by time; the source's key is (customer_id, event_ts,
+    # event_type, page): drop exact repeats of it.
     keep = ts < D * DAY
+    order = np.lexsort((page_all[keep], event_type[keep], customer[keep], ts[keep]))
+    rows = np.flatnonzero(keep)[order]
     customer, ts, event_type, page_all, product_all = (
-        a[keep] for a in (customer, ts, event_type, page_all, product_all))
-    # The source's key is (customer_id, event_ts, event_type, page): keep the first of exact repeats.
-    order = np.lexsort((page_all, event_type, ts, customer))
-    customer, ts, event_type, page_all, product_all = (
-        a[order] for a in (customer, ts, event_type, page_all, product_all))
+        a[rows] for a in (customer, ts, event_type, page_all, product_all))
     repeat = np.r_[False, (customer[1:] == customer[:-1]) & (ts[1:] == ts[:-1])
                    & (event_type[1:] == event_type[:-1]) & (page_all[1:] == page_all[:-1])]
     customer, ts, event_type, page_all, product_all = (
         a[~repeat] for a in (customer, ts, event_type, page_all, product_all))
-    order = np.argsort(ts, kind="stable")
-    customer, ts, event_type, page_all, product_all = (
-        a[order] for a in (customer, ts, event_type, page_all, product_all))
     columns = {
         "customer_id": ident.customer(c.number[customer]), "event_ts": timestamps(window, ts),
-        "event_type": text(event_type), "page": text(page_all),
-        "product_id": _product_ids(catalog, product_all),
+        "event_type": coded(event_types, event_type), "page": coded(tuple(pages), page_all),
+        "product_id": coded(tuple(catalog.ids), product_all),
     }
     return _table("app_events", columns, window.batch_of(ts // DAY))
 
@@ -135,10 +134,6 @@ def responses_table(s: GeneratorSettings, window: Window, pop: Population, catal
     columns = {
         "push_id": ids(f"PU{pop.block:04d}", push, 8), "customer_id": ident.customer(c.number[who]),
         "campaign_id": text(campaign), "channel": text(channel), "event": text(event),
-        "event_ts": timestamps(window, ts), "product_id": _product_ids(catalog, product),
+        "event_ts": timestamps(window, ts), "product_id": coded(tuple(catalog.ids), product),
     }
     return _table("campaign_responses", columns, window.batch_of(ts // DAY))
-
-
-def _product_ids(catalog: Catalog, index: np.ndarray) -> pa.Array:
-    return pa.array(catalog.ids.tolist(), pa.string()).take(pa.array(index, mask=index < 0))

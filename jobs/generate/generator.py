@@ -80,7 +80,7 @@ def generate(customers: int, months: int, end_date: date, seed: int, landing: Pa
     shutil.rmtree(truth, ignore_errors=True)
     truth.mkdir(parents=True)
 
-    ident = Ids(width=max(7, len(str(customers))))
+    ident = Ids(width=max(7, len(str(customers)) + 1))  # room above the customers for dirty-row ids
     dirty = DirtyRows(s, window, ident, seed, dirty_rate, customers) if dirty_rate > 0 else None
     extra = dirty.extra_column_files() if dirty else {}
     writer = LandingWriter(landing, s.formats, s.gzip_level, window.batch_dates, extra)
@@ -112,7 +112,7 @@ def generate(customers: int, months: int, end_date: date, seed: int, landing: Pa
     for batch in range(len(window.batch_dates)):
         table = products.append_column(BATCH, pa.array(np.full(products.num_rows, batch)))
         if dirty:
-            table = dirty.add("products", batch, table, batch=batch)
+            table = dirty.add("products", batch, table)
         writer.write("products", table)
     rows = writer.close()
 
@@ -120,7 +120,8 @@ def generate(customers: int, months: int, end_date: date, seed: int, landing: Pa
     pacsv.write_csv(truth_table, truth / "customers.csv", pacsv.WriteOptions(quoting_style="none"))
     counts = Counter(truth_table.column("archetype").to_pylist())
     _write_json(truth / "planted_rules.json", _planted_rules(s, end_date))
-    dirty_counts = dirty.counts() if dirty else {"extra_columns": {}}
+    dirty_counts = (dirty.result(writer.extra_written) if dirty
+                    else {**{name: {} for name in contract}, "extra_columns": {}})
     _write_json(truth / "dirty_counts.json", dirty_counts)
     churned = truth_table.column("churn_date").to_pylist()
     _write_json(truth / "summary.json", {

@@ -191,11 +191,11 @@ def _uniform_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> n
 
 def pick(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
     """Row-wise weighted choice of a column (-1 where a row has no positive weight)."""
-    gumbel = -np.log(-np.log(rng.random(weights.shape)))
-    with np.errstate(divide="ignore"):
-        score = np.where(weights > 0, np.log(np.where(weights > 0, weights, 1)) + gumbel, -np.inf)
-    choice = score.argmax(axis=1)
-    return np.where(np.isfinite(score.max(axis=1)), choice, -1)
+    cumulative = np.cumsum(weights, axis=1)
+    total = cumulative[:, -1] if weights.shape[1] else np.zeros(len(weights))
+    u = rng.random(len(weights)) * total
+    choice = np.minimum((u[:, None] >= cumulative).sum(axis=1), max(weights.shape[1] - 1, 0))
+    return np.where(total > 0, choice, -1)
 
 
 def age_band(settings: GeneratorSettings, age: np.ndarray) -> np.ndarray:

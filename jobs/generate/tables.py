@@ -26,26 +26,69 @@ def text(values) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
+def _strings(matrix: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Fixed-width ASCII rows (uint8 matrix n x w) as a string array, built straight from buffers."""
+    n, width = matrix.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32) if n else np.zeros(1, dtype=np.int32)
+    validity = None
+    if null is not None and null.any():
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(matrix)),
+                                       validity)
+
+
+_FOUR_DIGITS = np.array([list(f"{k:04d}".encode()) for k in range(10_000)], dtype=np.uint8)
+_CLOCK = np.array([list(f"T{h:02d}:{m:02d}:{sec:02d}".encode()) for h in range(24) for m in range(60)
+                   for sec in range(60)], dtype=np.uint8)
+
+
+def _digits(numbers: np.ndarray, width: int) -> np.ndarray:
+    """Zero-padded decimal digits of non-negative ints as an n x width uint8 matrix (4 digits per pass)."""
+    groups = -(-width // 4)
+    out = np.empty((len(numbers), groups * 4), dtype=np.uint8)
+    rest = np.asarray(numbers, dtype=np.int64)
+    for g in range(groups - 1, -1, -1):
+        rest, low = np.divmod(rest, 10_000)
+        out[:, g * 4:(g + 1) * 4] = _FOUR_DIGITS[low]
+    return out[:, groups * 4 - width:]
+
+
 def ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
-    return pc.binary_join_element_wise(prefix, pc.utf8_lpad(text(np.asarray(numbers)), width, "0"), "")
+    """`<prefix><number zero-padded to width>`."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    head = np.broadcast_to(np.frombuffer(prefix.encode("ascii"), dtype=np.uint8), (len(numbers), len(prefix)))
+    return _strings(np.hstack([head, _digits(numbers, width)]))
 
 
-def concat(*parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
+def _date_bytes(window: Window, day: np.ndarray) -> np.ndarray:
+    """`YYYY-MM-DD` bytes of day offsets through a lookup table of the distinct days."""
+    if len(day) == 0:
+        return np.zeros((0, 10), dtype=np.uint8)
+    lo, hi = int(day.min()), int(day.max())
+    table = np.datetime_as_string(window.to_date64(np.arange(lo, hi + 1)), unit="D").astype("S10")
+    return table.view(np.uint8).reshape(-1, 10)[day - lo]
 
 
 def timestamps(window: Window, seconds: np.ndarray) -> pa.Array:
     """Seconds since the window start -> `YYYY-MM-DDTHH:MM:SS` (local time, no zone)."""
-    stamp = np.datetime64(window.start, "s") + np.asarray(seconds, dtype=np.int64)
-    return pc.strftime(pa.array(stamp), format="%Y-%m-%dT%H:%M:%S")
+    seconds = np.asarray(seconds, dtype=np.int64)
+    day, second = np.divmod(seconds, DAY)
+    return _strings(np.hstack([_date_bytes(window, day), _CLOCK[second]]))
 
 
 def dates(window: Window, day: np.ndarray) -> pa.Array:
     """Day offsets -> `YYYY-MM-DD`; NEVER becomes null."""
     day = np.asarray(day, dtype=np.int64)
     never = day >= NEVER
-    stamp = window.to_date64(np.where(never, 0, day))
-    return pc.strftime(pa.array(stamp, mask=never), format="%Y-%m-%d")
+    return _strings(_date_bytes(window, np.where(never, day[~never].min() if (~never).any() else 0, day)), never)
+
+
+def concat(*parts) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def constant(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
 
 
 def money(cents: np.ndarray) -> pa.Array:
@@ -249,16 +292,16 @@ def accounts_table(s: GeneratorSettings, window: Window, pop: Population, txns: 
     row_balance[is_loan] = -loans.take(loan_of_account[row_account[is_loan]]).outstanding(row_day[is_loan])
     closed = row_day >= acc.close_day[row_account]
     row_balance = np.where(closed, 0, row_balance)
-    status = np.where(closed, "closed", "open")
+    status = coded(("open", "closed"), closed.astype(np.int64))
     updated = np.where(closed, acc.close_day[row_account] * DAY + 11 * HOUR, row_day * DAY + 23 * HOUR + 59 * 60)
     number = pop.customers.number[acc.customer[row_account]]
     columns = {
         "account_id": ident.account(number, acc.slot[row_account]),
         "customer_id": ident.customer(number),
-        "account_type": text(np.array(SLOT_ACCOUNT_TYPE, dtype=object)[acc.slot[row_account]]),
+        "account_type": coded(SLOT_ACCOUNT_TYPE, acc.slot[row_account]),
         "open_date": dates(window, acc.open_day[row_account]),
         "close_date": dates(window, np.where(closed, acc.close_day[row_account], NEVER)),
-        "status": text(status), "currency": text(np.full(len(row_account), s.currency, dtype=object)),
+        "status": status, "currency": constant(s.currency, len(row_account)),
         "balance": money(row_balance), "updated_at": timestamps(window, updated),
     }
     return _table("accounts", columns, window.batch_of(row_day))
@@ -283,19 +326,22 @@ def holdings_table(window: Window, pop: Population, catalog: Catalog, ident: Ids
     number = pop.customers.number[h.customer[row]]
     columns = {
         "holding_id": ident.holding(number, h.number[row]), "customer_id": ident.customer(number),
-        "product_id": text(catalog.ids[h.product[row]]), "start_date": dates(window, h.start_day[row]),
+        "product_id": coded(tuple(catalog.ids), h.product[row]), "start_date": dates(window, h.start_day[row]),
         "end_date": dates(window, end), "amount": money(h.amount[row]),
         "updated_at": timestamps(window, day * DAY + 10 * HOUR + 30 * 60),
     }
     return _table("holdings", columns, batch)
 
 
+LOAN_STATUS = ("current", "overdue", "default", "closed")
+
+
 def loan_status(loans, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """days_past_due and status of each loan on `day`."""
-    dpd = np.maximum(day - loans.overdue_day, 0)
-    status = np.where(dpd >= 90, "default", np.where(dpd > 0, "overdue", "current")).astype(object)
-    status[day >= loans.close_day] = "closed"
-    return np.where(day >= loans.close_day, 0, dpd), status
+    """days_past_due and status (index into LOAN_STATUS) of each loan on `day`."""
+    closed = day >= loans.close_day
+    dpd = np.where(closed, 0, np.maximum(day - loans.overdue_day, 0))
+    status = np.where(closed, 3, np.where(dpd >= 90, 2, np.where(dpd > 0, 1, 0)))
+    return dpd, status
 
 
 def loans_table(window: Window, pop: Population, catalog: Catalog, ident: Ids) -> pa.Table:
@@ -312,11 +358,11 @@ def loans_table(window: Window, pop: Population, catalog: Catalog, ident: Ids) -
     maturity = view.start_day + np.round(view.term_months * 30.44).astype(np.int64)
     columns = {
         "loan_id": ident.loan(number, view.slot), "customer_id": ident.customer(number),
-        "account_id": ident.account(number, view.slot), "product_id": text(catalog.ids[view.product]),
+        "account_id": ident.account(number, view.slot), "product_id": coded(tuple(catalog.ids), view.product),
         "principal": money(view.principal), "outstanding": money(view.outstanding(day)),
         "interest_rate": pa.array(view.rate), "term_months": pa.array(view.term_months),
         "start_date": dates(window, view.start_day), "maturity_date": dates(window, maturity),
-        "days_past_due": pa.array(dpd), "status": text(status), "snapshot_date": dates(window, day),
+        "days_past_due": pa.array(dpd), "status": coded(LOAN_STATUS, status), "snapshot_date": dates(window, day),
     }
     return _table("loans", columns, window.batch_of(day))
 
@@ -337,12 +383,12 @@ def transactions_table(s: GeneratorSettings, window: Window, pop: Population, ca
     columns = {
         "txn_id": txn_id, "account_id": ident.account(number, acc.slot[txns.account]),
         "customer_id": ident.customer(number), "txn_ts": timestamps(window, txns.ts),
-        "amount": money(txns.amount), "direction": text(np.where(credit, "credit", "debit")),
-        "currency": text(np.full(len(txns), s.currency, dtype=object)),
-        "channel": _coded(CHANNELS, txns.channel), "txn_type": _coded(TXN_TYPES, txns.txn_type),
-        "merchant_category": _coded(tuple(s.merchant_categories), txns.merchant),
-        "counterparty": _coded(tuple(counterparties(s)), txns.counterparty),
-        "product_id": _coded(tuple(catalog.ids), txns.product),
+        "amount": money(txns.amount), "direction": coded(("debit", "credit"), credit.astype(np.int64)),
+        "currency": constant(s.currency, len(txns)),
+        "channel": coded(CHANNELS, txns.channel), "txn_type": coded(TXN_TYPES, txns.txn_type),
+        "merchant_category": coded(tuple(s.merchant_categories), txns.merchant),
+        "counterparty": coded(tuple(counterparties(s)), txns.counterparty),
+        "product_id": coded(tuple(catalog.ids), txns.product),
         "balance_after": money(txns.balance_after),
     }
     names = source("transactions").field_names
@@ -350,5 +396,6 @@ def transactions_table(s: GeneratorSettings, window: Window, pop: Population, ca
     return pa.Table.from_arrays([columns[n] for n in names] + [pa.array(batch)], names=[*names, BATCH])
 
 
-def _coded(vocabulary: tuple[str, ...], index: np.ndarray) -> pa.Array:
+def coded(vocabulary: tuple[str, ...], index: np.ndarray) -> pa.Array:
+    """Codes by index into `vocabulary`; -1 is null."""
     return pa.array(list(vocabulary), pa.string()).take(pa.array(index, mask=index < 0))

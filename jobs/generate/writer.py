@@ -86,6 +86,7 @@ class LandingWriter:
         self.root, self.formats, self.gzip_level = root, formats, gzip_level
         self.batch_dates = batch_dates
         self.extra_columns = extra_columns
+        self.extra_written: dict[str, list[str]] = {}
         self.files: dict[tuple[str, int, str], _File] = {}
         self.schemas: dict[str, pa.Schema] = {}
         self.rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -111,6 +112,7 @@ class LandingWriter:
         if extra:
             codes = np.array([f"BR{k:03d}" for k in range(1, 10)], dtype=object)
             rows = rows.append_column(extra, pa.array(codes[np.arange(rows.num_rows) % len(codes)], pa.string()))
+            self.extra_written[source] = [extra]
         handle = self.files.get(key)
         if handle is None:
             fmt = self.formats[source]
