@@ -6,21 +6,36 @@ Two backends produce the same standard Delta tables:
   staging folder of the table, the driver moves them into the table's partition folders and delta-rs
   commits them in one atomic transaction of add (and remove) actions with per-file statistics read from
   the Parquet footers. Nothing but file metadata reaches the driver. Files of a failed write are never
-  committed, so no reader sees them; `vacuum` deletes them. Reads list the snapshot's files through
-  delta-rs (partition filters prune them) and hand them to Spark's Parquet reader.
+  committed, so no reader sees them; the write deletes them, `vacuum` deletes what a crash left. Reads
+  list the snapshot's files through delta-rs (partition filters prune them) and hand them to Spark's
+  Parquet reader with the table's schema.
 * `delta-jvm`: `format("delta")` where Delta's JVM classes are on the classpath (a production cluster).
 
 `auto` picks `delta-jvm` when its classes load, else `delta-rs`. Table metadata (schema, partition
 columns, history) is read with delta-rs in both cases: it is small and backend-independent.
+
+Concurrency (delta-rs backend): every commit is optimistic. The write remembers the snapshot it was
+planned on (or `read_version`, the version its inputs were read at) and commits only on top of the
+newest version after checking what was committed in between: a schema change, or any change to the
+files of the partitions an overwrite replaces (or to the files a compaction rewrites), is a conflict
+(`LakeConflictError`, nothing of the write visible, rerun it). Blind appends never conflict with each
+other: when another commit lands first they are retried on top of it. delta-rs's own conflict checker
+is not enough on its own: two replacements of a partition that was empty both pass it and the
+partition ends up with both writes' rows.
 """
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Sequence
+from decimal import Decimal
+from functools import reduce
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -28,12 +43,22 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DataType,
+    DateType,
+    DecimalType,
+    IntegralType,
+    MapType,
+    StructField,
+    StructType,
+)
 
 from jobs.common.config import Settings
 
@@ -42,6 +67,11 @@ PartitionFilter = tuple[str, str, Any]
 
 STAGING_DIR = "_staging"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+COMMIT_ATTEMPTS = 20  # blind appends racing other commits; each retry re-checks for conflicts
+FILE_IO_THREADS = 8  # footer reads and renames are I/O bound (object stores: one request each)
+MAX_STRING_STAT = 256  # longer strings get no min/max: stats stay small, bounds stay exact
+
+_OPS = {"=": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
 
 
 class LakeError(RuntimeError):
@@ -69,15 +99,27 @@ class CommitResult:
     rows_added: int
 
 
+# ---------------------------------------------------------------- partition filters
 def _literal(value: Any) -> str:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return str(value)
 
 
+def _check_filters(filters: Sequence[PartitionFilter]) -> None:
+    for column, op, value in filters:
+        if op not in _OPS and op not in ("in", "not in"):
+            raise LakeError(f"partition filter on {column!r}: unknown operator {op!r}")
+        values = value if op in ("in", "not in") else [value]
+        if any(v is None for v in values):
+            raise LakeError(f"partition filter on {column!r}: null values cannot be matched by a filter")
+
+
 def _normalise_filters(filters: Sequence[PartitionFilter] | None) -> list[tuple[str, str, Any]] | None:
+    """The filters in delta-rs's form: values as strings, which it parses with the column's type."""
     if not filters:
         return None
+    _check_filters(filters)
     normalised = []
     for column, op, value in filters:
         if op in ("in", "not in"):
@@ -88,8 +130,7 @@ def _normalise_filters(filters: Sequence[PartitionFilter] | None) -> list[tuple[
 
 
 def filters_to_column(filters: Sequence[PartitionFilter]) -> Column:
-    """The same partition filters as a Spark predicate (for the JVM backend and for row-level checks)."""
-    ops = {"=": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
+    """The same partition filters as a Spark predicate (for the JVM backend)."""
     predicate = F.lit(True)
     for column, op, value in filters:
         col = F.col(column)
@@ -98,7 +139,7 @@ def filters_to_column(filters: Sequence[PartitionFilter]) -> Column:
         elif op == "not in":
             term = ~col.isin([_literal(v) for v in value])
         else:
-            term = getattr(col, ops[op])(F.lit(_literal(value)))
+            term = getattr(col, _OPS[op])(F.lit(_literal(value)))
         predicate = predicate & term
     return predicate
 
@@ -116,8 +157,53 @@ def _filters_to_sql(filters: Sequence[PartitionFilter]) -> str:
     return " AND ".join(terms)
 
 
+def _partition_parser(data_type: DataType) -> Callable[[str], Any]:
+    """Parse a partition value as written in a folder name into a value comparable in Python."""
+    if isinstance(data_type, DateType):
+        return date.fromisoformat
+    if isinstance(data_type, IntegralType):
+        return int
+    if isinstance(data_type, DecimalType):
+        return Decimal
+    if isinstance(data_type, BooleanType):
+        return lambda text: text.lower() == "true"
+    return str
+
+
+def _partition_matches(values: dict[str, str | None], filters: Sequence[PartitionFilter],
+                       types: dict[str, DataType]) -> bool:
+    """Whether a file's partition values satisfy every filter (SQL semantics: null matches nothing)."""
+    for column, op, value in filters:
+        raw = values.get(column)
+        if raw is None:
+            return False
+        parse = _partition_parser(types[column])
+        actual = parse(raw)
+        if op in ("in", "not in"):
+            found = actual in {parse(_literal(v)) for v in value}
+            if found != (op == "in"):
+                return False
+        elif not getattr(actual, _OPS[op])(parse(_literal(value))):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- schemas
+def _as_nullable(data_type: DataType) -> DataType:
+    if isinstance(data_type, StructType):
+        return StructType([StructField(f.name, _as_nullable(f.dataType), True, f.metadata)
+                           for f in data_type.fields])
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_as_nullable(data_type.elementType), True)
+    if isinstance(data_type, MapType):
+        return MapType(_as_nullable(data_type.keyType), _as_nullable(data_type.valueType), True)
+    return data_type
+
+
 def spark_to_delta_schema(schema: StructType) -> DeltaSchema:
-    arrow = to_arrow_schema(schema, timestamp_utc=True)
+    # Every column nullable, as Spark's own file writer does: a NOT NULL column in the Delta schema is
+    # a constraint other engines enforce, and no Spark DataFrame's nullability is a promise.
+    arrow = to_arrow_schema(_as_nullable(schema), timestamp_utc=True)
     return DeltaSchema.from_arrow(arrow)
 
 
@@ -138,6 +224,30 @@ def _delta_jvm_available(spark: SparkSession) -> bool:
         return False
 
 
+# Parquet column types whose footer min/max become Delta stats: integers, dates and strings. Not
+# timestamps (Delta wants millisecond bounds), decimals, floats (NaN is left out of min/max), booleans.
+_STAT_TYPES = {"INT32": {"NONE", "INT", "DATE"}, "INT64": {"NONE", "INT"}, "BYTE_ARRAY": {"STRING"}}
+
+
+def _json_stat(value: Any) -> Any:
+    """A footer min/max as Delta stats JSON, or None where it would not be a compact, exact bound."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str) and len(value) > MAX_STRING_STAT:
+        return None
+    return value
+
+
+@dataclass
+class _Plan:
+    """What a write was planned on: the table snapshot (None: new table) and the schema to commit."""
+
+    base: DeltaTable | None
+    schema: StructType  # the table's schema after the write (with evolved columns)
+    partitions: list[str]
+    added_columns: list[str]
+
+
 class Lake:
     """Read and write Delta tables `layer.table` under `root`."""
 
@@ -151,9 +261,13 @@ class Lake:
         if backend not in ("delta-rs", "delta-jvm"):
             raise ValueError(f"unknown lake backend {backend!r}: use auto, delta-rs or delta-jvm")
         self.backend = backend
+        if backend == "delta-rs":
+            # Spark's default INT96 timestamps read back through delta-rs/Arrow as nanoseconds, which
+            # overflow for far dates (9999-12-31 "open end" dates are common in bank data).
+            spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
 
     @classmethod
-    def from_settings(cls, spark: SparkSession, settings: Settings) -> "Lake":
+    def from_settings(cls, spark: SparkSession, settings: Settings) -> Lake:
         return cls(spark, settings.lake.root, settings.lake.backend)
 
     # ---------------------------------------------------------------- naming and metadata
@@ -185,7 +299,7 @@ class Lake:
         except TableNotFoundError:
             raise TableMissingError(f"table {name} does not exist under {self.root}") from None
         except Exception as exc:  # delta-rs reports a missing version as a generic error
-            if version is not None:
+            if version is not None and self.exists(name):
                 raise TableMissingError(f"table {name} has no version {version}: {exc}") from None
             raise
 
@@ -215,9 +329,12 @@ class Lake:
         return self._delta(name).version()
 
     def row_count(self, name: str, version: int | None = None) -> int:
-        """Rows of the snapshot, from the file statistics of the log (no data scan)."""
+        """Rows of the snapshot, from the file statistics of the log (a scan only for files without)."""
         actions = pa.table(self._delta(name, version).get_add_actions(flatten=True))
-        return int(sum(v or 0 for v in actions.column("num_records").to_pylist()))
+        counts = actions.column("num_records").to_pylist() if actions.num_rows else []
+        if any(c is None for c in counts):  # a file written without statistics by another engine
+            return self.read(name, version).count()
+        return int(sum(counts))
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first: version, timestamp, operation, parameters, our custom metadata."""
@@ -229,13 +346,15 @@ class Lake:
         """The table (or a past version) as a DataFrame; partition filters prune files before Spark."""
         dt = self._delta(name, version)
         schema = delta_to_spark_schema(dt.schema())
+        if partition_filters:
+            self._require_partition_columns(name, partition_filters, dt.metadata().partition_columns)
         if self.backend == "delta-jvm":
             reader = self.spark.read.format("delta")
             if version is not None:
                 reader = reader.option("versionAsOf", version)
             frame = reader.load(self.path(name))
             return frame.where(filters_to_column(partition_filters)) if partition_filters else frame
-        files = dt.file_uris(_normalise_filters(partition_filters))
+        files = dt.file_uris(file_pruning_predicate=_normalise_filters(partition_filters))
         if not files:
             return self.spark.createDataFrame([], schema)
         frame = (self.spark.read.schema(schema)
@@ -243,41 +362,66 @@ class Lake:
                  .parquet(*files))
         return frame.select(*schema.fieldNames())
 
+    @staticmethod
+    def _require_partition_columns(name: str, filters: Sequence[PartitionFilter],
+                                   partitions: Sequence[str]) -> None:
+        others = sorted({column for column, _, _ in filters} - set(partitions))
+        if others:
+            raise LakeError(f"{name}: partition filters name columns that are not partition columns: "
+                            f"{', '.join(others)} (partitioned by {list(partitions)})")
+
     # ---------------------------------------------------------------- writes
     def append(self, df: DataFrame, name: str, partition_by: Sequence[str] | None = None,
                evolve: bool = False, metadata: dict[str, str] | None = None) -> CommitResult:
-        return self._write(df, name, "append", partition_by, None, evolve, metadata)
+        """Add the rows; concurrent appends all land (a lost commit race is retried)."""
+        return self._write(df, name, "append", partition_by, None, evolve, metadata, None)
 
     def overwrite(self, df: DataFrame, name: str, partition_by: Sequence[str] | None = None,
-                  evolve: bool = False, metadata: dict[str, str] | None = None) -> CommitResult:
-        return self._write(df, name, "overwrite", partition_by, None, evolve, metadata)
+                  evolve: bool = False, metadata: dict[str, str] | None = None,
+                  read_version: int | None = None) -> CommitResult:
+        """Replace every row of the table with `df` in one commit.
+
+        `read_version`: the version the inputs were read at (read-modify-write); the write conflicts if
+        any data changed since, instead of silently discarding that change.
+        """
+        return self._write(df, name, "overwrite", partition_by, None, evolve, metadata, read_version)
 
     def replace_partitions(self, df: DataFrame, name: str, partition_filters: Sequence[PartitionFilter],
                            partition_by: Sequence[str] | None = None, evolve: bool = False,
-                           metadata: dict[str, str] | None = None) -> CommitResult:
+                           metadata: dict[str, str] | None = None,
+                           read_version: int | None = None) -> CommitResult:
         """Atomically replace the partitions matching the filters with `df` (the idempotent rerun).
 
         Every row of `df` must fall inside the filters, else the write is refused: a rerun of one date
-        must never touch another date.
+        must never touch another date. `read_version` as for `overwrite`, limited to these partitions.
         """
         if not partition_filters:
             raise LakeError(f"{name}: replace_partitions needs partition filters; use overwrite for all")
-        outside = df.where(~filters_to_column(partition_filters)).limit(1).count()
-        if outside:
-            raise LakeError(f"{name}: rows outside the partitions being replaced "
-                            f"({_filters_to_sql(partition_filters)}); refusing to write them")
-        return self._write(df, name, "overwrite", partition_by, partition_filters, evolve, metadata)
+        _check_filters(partition_filters)
+        return self._write(df, name, "overwrite", partition_by, partition_filters, evolve, metadata,
+                           read_version)
 
-    def _check_schema(self, name: str, df: DataFrame, evolve: bool,
-                      partition_by: Sequence[str] | None) -> tuple[DeltaTable | None, list[str]]:
+    def _plan(self, name: str, df: DataFrame, evolve: bool, partition_by: Sequence[str] | None,
+              partition_filters: Sequence[PartitionFilter] | None,
+              read_version: int | None) -> _Plan:
+        """Check the data against the table (nothing is changed yet) and remember the snapshot."""
         if not self.exists(name):
-            return None, list(partition_by or [])
-        dt = self._delta(name)
-        table_partitions = list(dt.metadata().partition_columns)
-        if partition_by is not None and list(partition_by) != table_partitions:
-            raise LakeSchemaError(f"{name}: partitioned by {table_partitions}, "
-                                  f"the write asks for {list(partition_by)}")
-        table_types = _type_names(delta_to_spark_schema(dt.schema()))
+            partitions = list(partition_by or [])
+            missing = [p for p in partitions if p not in df.columns]
+            if missing:
+                raise LakeSchemaError(f"{name}: partition columns not in the data: {', '.join(missing)}")
+            if partition_filters:
+                self._require_partition_columns(name, partition_filters, partitions)
+            return _Plan(None, _as_nullable(df.schema), partitions, [])
+        base = self._delta(name, read_version)
+        current = self._delta(name) if read_version is not None else base
+        partitions = list(current.metadata().partition_columns)
+        if partition_by is not None and list(partition_by) != partitions:
+            raise LakeSchemaError(f"{name}: partitioned by {partitions}, the write asks for {list(partition_by)}")
+        if partition_filters:
+            self._require_partition_columns(name, partition_filters, partitions)
+        table_schema = delta_to_spark_schema(current.schema())
+        table_types = _type_names(table_schema)
         data_types = _type_names(df.schema)
         missing = sorted(set(table_types) - set(data_types))
         added = [c for c in data_types if c not in table_types]
@@ -289,48 +433,126 @@ class Lake:
         if changed:
             problems.append(f"columns with another type: {', '.join(changed)}")
         if added and not evolve:
-            problems.append(f"columns not in the table: {', '.join(added)} "
-                            "(pass evolve=True to add them)")
+            problems.append(f"columns not in the table: {', '.join(added)} (pass evolve=True to add them)")
         if problems:
             raise LakeSchemaError(f"schema mismatch writing {name}: " + "; ".join(problems))
-        if added:
-            new_fields = [f for f in spark_to_delta_schema(df.select(*added).schema).fields]
-            dt.alter.add_columns(new_fields)
-            dt = self._delta(name)
-        return dt, table_partitions
+        schema = StructType([*table_schema.fields,
+                             *_as_nullable(StructType([df.schema[c] for c in added])).fields])
+        return _Plan(base, schema, partitions, added)
 
     def _write(self, df: DataFrame, name: str, mode: str, partition_by: Sequence[str] | None,
                partition_filters: Sequence[PartitionFilter] | None, evolve: bool,
-               metadata: dict[str, str] | None) -> CommitResult:
-        dt, partitions = self._check_schema(name, df, evolve, partition_by)
-        if dt is not None:
-            # Keep the table's column order; the checks above guarantee the same set of columns.
-            table_columns = delta_to_spark_schema(dt.schema()).fieldNames()
-            df = df.select(*table_columns, *[c for c in df.columns if c not in table_columns])
+               metadata: dict[str, str] | None, read_version: int | None) -> CommitResult:
+        plan = self._plan(name, df, evolve, partition_by, partition_filters, read_version)
+        df = df.select(*plan.schema.fieldNames())  # the table's column order, new columns last
         if self.backend == "delta-jvm":
-            return self._write_jvm(df, name, mode, partitions, partition_filters, evolve)
+            return self._write_jvm(df, name, mode, plan, partition_filters, evolve)
 
-        adds = self._stage_and_publish(df, name, partitions)
-        replaced = 0
-        if dt is not None and mode == "overwrite":
-            replaced = len(dt.file_uris(_normalise_filters(partition_filters)))
-        commit = CommitProperties(custom_metadata={"writer": "crm-pipeline", **(metadata or {})})
-        schema = spark_to_delta_schema(df.schema)
+        adds = self._stage_and_publish(df, name, plan.partitions)
         try:
-            if dt is None:
-                create_table_with_add_actions(self._uri(self.path(name)), schema, adds, mode="append",
-                                              partition_by=partitions or None,
-                                              commit_properties=commit)
+            if partition_filters:
+                types = {f.name: f.dataType for f in plan.schema.fields}
+                outside = sorted({json.dumps(a.partition_values, sort_keys=True) for a in adds
+                                  if not _partition_matches(a.partition_values, partition_filters, types)})
+                if outside:
+                    raise LakeError(f"{name}: rows outside the partitions being replaced "
+                                    f"({_filters_to_sql(partition_filters)}), e.g. partition "
+                                    f"{outside[0]}; refusing to write them")
+            if plan.base is None:
+                version, replaced = self._create(name, plan, adds, mode, metadata)
             else:
-                dt.create_write_transaction(adds, mode, schema, partitions or None,
-                                            _normalise_filters(partition_filters),
-                                            commit_properties=commit)
-        except CommitFailedError as exc:
-            raise LakeConflictError(
-                f"{name}: another writer committed a conflicting change first ({exc}); nothing of "
-                "this write is visible, rerun it") from None
-        return CommitResult(name, self.version(name), len(adds), replaced,
+                if plan.added_columns:
+                    self._add_columns(name, plan)
+                version, replaced = self._commit(name, plan, adds, mode, partition_filters, metadata)
+        except (LakeError, CommitFailedError):
+            self._discard(name, adds)  # never committed: no reader can see them
+            raise
+        return CommitResult(name, version, len(adds), replaced,
                             sum(json.loads(a.stats)["numRecords"] for a in adds))
+
+    def _commit_properties(self, metadata: dict[str, str] | None) -> CommitProperties:
+        # No retries inside delta-rs: its checker lets conflicting partition replacements through;
+        # every retry goes through `_check_concurrent` instead.
+        return CommitProperties(custom_metadata={"writer": "crm-pipeline", **(metadata or {})},
+                                max_commit_retries=0)
+
+    def _create(self, name: str, plan: _Plan, adds: list[AddAction], mode: str,
+                metadata: dict[str, str] | None) -> tuple[int, int]:
+        try:
+            create_table_with_add_actions(self._uri(self.path(name)), spark_to_delta_schema(plan.schema),
+                                          adds, mode="error", partition_by=plan.partitions or None,
+                                          commit_properties=self._commit_properties(metadata))
+            return 0, 0
+        except DeltaError:
+            if not self.exists(name):
+                raise
+        # Another writer created the table first. An append lands on top of it if the schemas agree;
+        # an overwrite would silently replace rows it never saw.
+        created = self._delta(name)
+        same = (delta_to_spark_schema(created.schema()) == plan.schema
+                and list(created.metadata().partition_columns) == plan.partitions)
+        if mode != "append" or not same:
+            raise LakeConflictError(f"{name}: another writer created the table first; rerun the write")
+        plan.base = created
+        return self._commit(name, plan, adds, mode, None, metadata)
+
+    def _add_columns(self, name: str, plan: _Plan) -> None:
+        """Schema evolution: one metadata commit adding the new (nullable) columns; old rows read null."""
+        latest = self._delta(name)
+        new_fields = [f for f in spark_to_delta_schema(plan.schema).fields if f.name in plan.added_columns]
+        if any(f.name in plan.added_columns for f in latest.schema().fields):
+            raise LakeConflictError(f"{name}: another writer changed the schema first; rerun the write")
+        try:
+            latest.alter.add_columns(new_fields, commit_properties=CommitProperties(
+                custom_metadata={"writer": "crm-pipeline"}, max_commit_retries=0))
+        except CommitFailedError:
+            raise LakeConflictError(f"{name}: another writer committed while the schema was being "
+                                    "evolved; rerun the write") from None
+
+    def _commit(self, name: str, plan: _Plan, actions: list[AddAction | RemoveAction], mode: str,
+                partition_filters: Sequence[PartitionFilter] | None,
+                metadata: dict[str, str] | None, rewritten: set[str] | None = None) -> tuple[int, int]:
+        """Commit on top of the newest version, after checking nothing conflicting landed since the plan.
+
+        Returns the committed version and the number of files the commit removed.
+        """
+        filters = _normalise_filters(partition_filters)
+        for attempt in range(COMMIT_ATTEMPTS):
+            latest = self._delta(name)
+            self._check_concurrent(name, plan, latest, mode, filters, rewritten)
+            replaced = len(latest.file_uris(file_pruning_predicate=filters)) if mode == "overwrite" else 0
+            try:
+                # The table's own schema (checked equal to the plan's): no metadata action is added.
+                latest.create_write_transaction(actions, mode, latest.schema(), plan.partitions or None,
+                                                filters,
+                                                commit_properties=self._commit_properties(metadata))
+                return latest.version() + 1, replaced
+            except CommitFailedError:
+                # Someone committed after `latest`: check their commit too, then try again.
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        raise LakeConflictError(f"{name}: lost the commit race {COMMIT_ATTEMPTS} times; rerun the write")
+
+    def _check_concurrent(self, name: str, plan: _Plan, latest: DeltaTable, mode: str,
+                          filters: list[tuple[str, str, Any]] | None, rewritten: set[str] | None) -> None:
+        """Raise LakeConflictError if a commit after the plan's snapshot conflicts with this write."""
+        base = plan.base
+        if latest.version() == base.version():
+            return
+        since = f"committed after version {base.version()} (now {latest.version()})"
+        if (latest.metadata().id != base.metadata().id
+                or list(latest.metadata().partition_columns) != plan.partitions
+                or delta_to_spark_schema(latest.schema()) != plan.schema):
+            raise LakeConflictError(f"{name}: another writer changed the table's schema or metadata "
+                                    f"({since}); nothing was written, rerun the write")
+        if mode == "overwrite":
+            before = set(base.file_uris(file_pruning_predicate=filters))
+            if before != set(latest.file_uris(file_pruning_predicate=filters)):
+                scope = "the partitions being replaced" if filters else "the table being overwritten"
+                raise LakeConflictError(f"{name}: another writer changed {scope} ({since}); nothing "
+                                        "was written, rerun the write")
+        if rewritten and not rewritten <= set(latest.file_uris()):
+            raise LakeConflictError(f"{name}: files being compacted were removed by another writer "
+                                    f"({since}); nothing was written, rerun the compaction")
 
     def _stage_and_publish(self, df: DataFrame, name: str, partitions: Sequence[str]) -> list[AddAction]:
         """Executors write Parquet into a private staging folder; the driver moves the files in."""
@@ -350,29 +572,27 @@ class Lake:
     def _publish_staged_files(self, name: str, staging: str) -> list[AddAction]:
         """Move the staged data files into the table's partition folders; describe them as adds."""
         table_dir = self._fs_path(name)
-        adds = []
-        staged = self._fs.get_file_info(pafs.FileSelector(staging, recursive=True))
-        for info in staged:
-            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-                continue
-            relative = info.path[len(staging) + 1:]
+        staged = [info for info in self._fs.get_file_info(pafs.FileSelector(staging, recursive=True))
+                  if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")]
+        relatives = [info.path[len(staging) + 1:] for info in staged]
+        for folder in sorted({r.rsplit("/", 1)[0] for r in relatives if "/" in r}):
+            self._fs.create_dir(f"{table_dir}/{folder}", recursive=True)
+
+        def publish(info: pafs.FileInfo, relative: str) -> AddAction:
             target = f"{table_dir}/{relative}"
-            self._fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             self._fs.move(info.path, target)
             partition_values = {}
             for segment in relative.split("/")[:-1]:
                 key, _, value = segment.partition("=")
-                value = unquote(value)
+                value = unquote(value)  # Spark escapes special characters as %XX in folder names
                 partition_values[unquote(key)] = None if value == HIVE_NULL else value
-            adds.append(AddAction(
-                path=relative,
-                size=info.size,
-                partition_values=partition_values,
-                modification_time=int(time.time() * 1000),
-                data_change=True,
-                stats=self._file_stats(target),
-            ))
-        return adds
+            # The raw relative path: delta-rs percent-encodes it for the log, as the protocol wants.
+            return AddAction(path=relative, size=info.size, partition_values=partition_values,
+                             modification_time=int(time.time() * 1000), data_change=True,
+                             stats=self._file_stats(target))
+
+        with ThreadPoolExecutor(FILE_IO_THREADS) as pool:
+            return list(pool.map(publish, staged, relatives))
 
     def _file_stats(self, fs_path: str) -> str:
         """numRecords, and min/max/null counts of flat columns from the Parquet footer (cheap)."""
@@ -385,41 +605,59 @@ class Lake:
             column = meta.schema.column(col)
             if "." in column.path:  # nested: no stats
                 continue
-            lo = hi = None
-            count = 0
-            usable = True
-            for rg in range(meta.num_row_groups):
-                st = meta.row_group(rg).column(col).statistics
-                if st is None or not st.has_min_max or column.logical_type.type in ("TIMESTAMP", "DECIMAL"):
-                    usable = False
-                else:
-                    lo = st.min if lo is None else min(lo, st.min)
-                    hi = st.max if hi is None else max(hi, st.max)
-                if st is not None and st.has_null_count:
-                    count += st.null_count
-            nulls[column.path] = count
-            if usable and lo is not None and not isinstance(lo, bytes):
-                mins[column.path] = _literal(lo)
-                maxs[column.path] = _literal(hi)
+            stats = [meta.row_group(rg).column(col).statistics for rg in range(meta.num_row_groups)]
+            if all(st is not None and st.has_null_count for st in stats):
+                nulls[column.path] = sum(st.null_count for st in stats)
+            kept = _STAT_TYPES.get(column.physical_type)
+            if kept is None or column.logical_type.type not in kept:
+                continue  # timestamps, decimals, floats, booleans, binary: see _json_stat
+            bounds = [(st.min, st.max) for st in stats if st is not None and st.has_min_max]
+            if len(bounds) != len(stats) or not bounds:
+                continue
+            lo = _json_stat(min(b[0] for b in bounds))
+            hi = _json_stat(max(b[1] for b in bounds))
+            if lo is not None and hi is not None:
+                mins[column.path] = lo
+                maxs[column.path] = hi
         return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs,
                            "nullCount": nulls})
 
-    def _write_jvm(self, df: DataFrame, name: str, mode: str, partitions: list[str],
+    def _discard(self, name: str, adds: Sequence[AddAction]) -> None:
+        table_dir = self._fs_path(name)
+        for add in adds:
+            try:
+                self._fs.delete_file(f"{table_dir}/{add.path}")
+            except FileNotFoundError:
+                pass
+
+    def _write_jvm(self, df: DataFrame, name: str, mode: str, plan: _Plan,
                    partition_filters: Sequence[PartitionFilter] | None, evolve: bool) -> CommitResult:
-        writer = df.write.format("delta").mode(mode).partitionBy(*partitions)
+        if plan.base is not None and plan.base.version() != self.version(name):
+            # Delta checks conflicts from the version it reads at write time; `read_version` is older.
+            self._check_concurrent(name, plan, self._delta(name), mode,
+                                   _normalise_filters(partition_filters), None)
+        writer = df.write.format("delta").mode(mode).partitionBy(*plan.partitions)
         if partition_filters:
+            # Delta refuses rows outside the predicate itself (DELTA_REPLACE_WHERE_MISMATCH).
             writer = writer.option("replaceWhere", _filters_to_sql(partition_filters))
         if evolve:
             writer = writer.option("mergeSchema", "true")
         try:
             writer.save(self.path(name))
         except Exception as exc:
-            if "Concurrent" in type(exc).__name__ or "concurrent" in str(exc).lower():
-                raise LakeConflictError(f"{name}: concurrent change, rerun the write: {exc}") from None
+            text = str(exc)
+            if "DeltaConcurrentModificationException" in text or "io.delta.exceptions.Concurrent" in text \
+                    or "MetadataChangedException" in text or "ProtocolChangedException" in text:
+                raise LakeConflictError(f"{name}: concurrent change, rerun the write: "
+                                        f"{text.splitlines()[0]}") from None
+            if "REPLACE_WHERE_MISMATCH" in text:
+                raise LakeError(f"{name}: rows outside the partitions being replaced "
+                                f"({_filters_to_sql(partition_filters or [])}); refusing to write them") from None
             raise
         after = self._delta(name)
-        metrics = after.history(1)[0].get("operationMetrics", {})
-        return CommitResult(name, after.version(), int(metrics.get("numFiles", 0)),
+        entry = after.history(1)[0]
+        metrics = entry.get("operationMetrics", {})
+        return CommitResult(name, entry.get("version", after.version()), int(metrics.get("numFiles", 0)),
                             int(metrics.get("numRemovedFiles", 0)), int(metrics.get("numOutputRows", 0)))
 
     # ---------------------------------------------------------------- maintenance
@@ -428,56 +666,67 @@ class Lake:
         """Rewrite each partition holding at least `min_files` small files into fewer, larger files.
 
         One transaction removes the small files and adds the new ones (data_change=false), so readers
-        see the same rows before and after; Spark does the rewrite, the driver only commits.
+        see the same rows before and after, and readers of older versions keep their files until
+        `vacuum`. Spark does the rewrite in one job, the driver only commits.
         """
         dt = self._delta(name)
+        if self.backend == "delta-jvm":
+            raise LakeError(f"{name}: on the delta-jvm backend use Delta's OPTIMIZE for compaction")
         schema = delta_to_spark_schema(dt.schema())
         partitions = list(dt.metadata().partition_columns)
+        if partition_filters:
+            self._require_partition_columns(name, partition_filters, partitions)
+        depth = len(partitions) + 1
+
+        def relative(uri: str) -> str:
+            # file_uris gives the table location + the file's raw relative path (no "/" inside values).
+            return "/".join(uri.split("/")[-depth:])
+
+        in_scope = {relative(u) for u in dt.file_uris(file_pruning_predicate=_normalise_filters(partition_filters))}
         actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-        layer, table = self._split(name)
-        allowed = {uri.split(f"/{layer}/{table}/", 1)[-1]
-                   for uri in dt.file_uris(_normalise_filters(partition_filters))}
         small_limit = small_file_mb * 1024 * 1024
         groups: dict[tuple, list[dict[str, Any]]] = {}
         for action in actions:
-            if action["size_bytes"] >= small_limit:
-                continue
-            key = tuple(action.get(f"partition.{p}") for p in partitions)
-            groups.setdefault(key, []).append(action)
-        selected = [g for g in groups.values() if len(g) >= min_files and
-                    any(a["path"] in allowed for a in g)]
+            path = unquote(action["path"])  # the log's path is percent-encoded
+            if action["size_bytes"] < small_limit and path in in_scope:
+                key = tuple(action.get(f"partition.{p}") for p in partitions)
+                groups.setdefault(key, []).append({**action, "path": path})
+        selected = [g for g in groups.values() if len(g) >= min_files]
         if not selected:
             return CommitResult(name, dt.version(), 0, 0, 0)
-        removes, adds = [], []
+
+        base_uri = self._uri(self.path(name))
+        rewrites = []
         for group in selected:
-            uris = [self._file_uri(name, a["path"]) for a in group]
-            total = sum(a["size_bytes"] for a in group)
-            n_files = max(1, -(-total // (target_file_mb * 1024 * 1024)))
-            rows = (self.spark.read.schema(schema).option("basePath", self._uri(self.path(name)))
-                    .parquet(*uris).select(*schema.fieldNames()).coalesce(n_files))
-            new = self._stage_and_publish(rows, name, partitions)
-            adds.extend(AddAction(a.path, a.size, a.partition_values, a.modification_time, False, a.stats)
-                        for a in new)
-            now = int(time.time() * 1000)
-            removes.extend(RemoveAction(path=a["path"], data_change=False, deletion_timestamp=now,
-                                        size=a["size_bytes"],
-                                        partition_values={p: a.get(f"partition.{p}") for p in partitions})
-                           for a in group)
+            n_files = max(1, -(-sum(a["size_bytes"] for a in group) // (target_file_mb * 1024 * 1024)))
+            rewrites.append(self.spark.read.schema(schema).option("basePath", base_uri)
+                            .parquet(*[f"{base_uri}/{a['path']}" for a in group])
+                            .select(*schema.fieldNames()).coalesce(n_files))
+        new = self._stage_and_publish(reduce(DataFrame.unionAll, rewrites), name, partitions)
+        adds = [AddAction(a.path, a.size, a.partition_values, a.modification_time, False, a.stats)
+                for a in new]
+        now = int(time.time() * 1000)
+        removes = [RemoveAction(path=a["path"], data_change=False, deletion_timestamp=now, size=a["size_bytes"],
+                                partition_values={p: _partition_string(a.get(f"partition.{p}"))
+                                                  for p in partitions})
+                   for group in selected for a in group]
+        plan = _Plan(dt, schema, partitions, [])
         try:
-            dt.create_write_transaction([*removes, *adds], "append", dt.schema(), partitions or None,
-                                        commit_properties=CommitProperties(
-                                            custom_metadata={"writer": "crm-pipeline",
-                                                             "crm_operation": "compact"}))
-        except CommitFailedError as exc:
-            raise LakeConflictError(f"{name}: compaction lost a commit race ({exc}); rerun it") from None
-        return CommitResult(name, self.version(name), len(adds), len(removes),
+            version, _ = self._commit(name, plan, [*removes, *adds], "append", None,
+                                      {"crm_operation": "compact"},
+                                      rewritten={a["path"] for group in selected for a in group})
+        except (LakeError, CommitFailedError):
+            self._discard(name, adds)
+            raise
+        return CommitResult(name, version, len(adds), len(removes),
                             sum(json.loads(a.stats)["numRecords"] for a in adds))
 
-    def _file_uri(self, name: str, relative: str) -> str:
-        return f"{self._uri(self.path(name))}/{relative}"
-
     def vacuum(self, name: str, retention_hours: int) -> list[str]:
-        """Delete files no version younger than the retention needs, and leftovers of failed writes."""
+        """Delete files no version younger than the retention needs, and leftovers of failed writes.
+
+        A write in flight publishes its files before it commits: keep the retention longer than the
+        longest write (the default of a week is), never 0 while writers run.
+        """
         dt = self._delta(name)
         deleted = dt.vacuum(retention_hours=retention_hours, dry_run=False,
                             enforce_retention_duration=False, full=True)
@@ -485,8 +734,18 @@ class Lake:
         cutoff = time.time() - retention_hours * 3600
         for info in self._fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
             if info.mtime is not None and info.mtime.timestamp() <= cutoff:
-                self._fs.delete_dir(info.path)
+                if info.type == pafs.FileType.Directory:
+                    self._fs.delete_dir(info.path)
+                else:
+                    self._fs.delete_file(info.path)
                 deleted.append(info.path)
         return deleted
 
 
+def _partition_string(value: Any) -> str | None:
+    """A typed partition value from delta-rs's add-action table back in the log's string form."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return _literal(value)
