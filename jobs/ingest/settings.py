@@ -1,6 +1,27 @@
-"""Settings of this job (defaults and documentation in conf/)."""
+"""Settings of the ingest job (defaults and documentation in conf/ingest.yaml)."""
+from __future__ import annotations
+
+from pydantic import field_validator
+
 from jobs.common.config import Section
+from jobs.common.contract import load_contract
 
 
 class IngestSettings(Section):
-    pass
+    ready_marker: str
+    source_required: dict[str, bool]
+    csv_multiline: bool
+
+    @field_validator("source_required")
+    @classmethod
+    def _known_sources(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(load_contract()))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; known: {sorted(load_contract())}")
+        return value
+
+    def is_required(self, source_name: str) -> bool:
+        """Configuration first, else the contract's `optional` flag."""
+        if source_name in self.source_required:
+            return self.source_required[source_name]
+        return not load_contract()[source_name].optional

@@ -1,0 +1,136 @@
+"""Stage `ingest`: every complete landing batch dt=D into bronze.<source>, values as delivered.
+
+Bronze never drops a row: every contract field and every unknown extra column is kept as a string,
+plus lineage (batch_date, source_file, ingested_at, run_id). A rerun of D replaces D's partition, so
+bronze holds each batch once however often it runs. ops.landing_files reports every file read (rows,
+extra columns).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from functools import reduce
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from jobs.common.context import RunContext
+from jobs.common.contract import SourceSpec, load_contract
+from jobs.common.errors import InputError
+from jobs.common.lake import Lake
+from jobs.ingest.landing import LandingFile, batch_files, batch_folder, is_complete
+from jobs.ingest.readers import read_landing_file
+from jobs.ingest.settings import IngestSettings
+from jobs.ingest.transform import (
+    LINEAGE_COLUMNS,
+    align_to_table,
+    conform_to_contract,
+    extra_columns,
+    missing_required,
+    with_lineage,
+)
+
+log = logging.getLogger("crm.ingest")
+
+LANDING_FILES = "ops.landing_files"
+LANDING_FILES_SCHEMA = T.StructType([
+    T.StructField("batch_date", T.DateType()),
+    T.StructField("source", T.StringType()),
+    T.StructField("source_file", T.StringType()),
+    T.StructField("file_format", T.StringType()),
+    T.StructField("rows", T.LongType()),
+    T.StructField("extra_columns", T.ArrayType(T.StringType())),
+    T.StructField("run_id", T.StringType()),
+    T.StructField("ingested_at", T.TimestampType()),
+])
+
+
+def bronze_table(source_name: str) -> str:
+    return f"bronze.{source_name}"
+
+
+def read_batch(ctx: RunContext, spec: SourceSpec, files: list[LandingFile], conf: IngestSettings,
+               ingested_at: datetime) -> tuple[DataFrame, dict[str, list[str]]]:
+    """All files of one batch as bronze rows, and the extra columns found per file."""
+    frames, extras = [], {}
+    for file in files:
+        frame = read_landing_file(ctx.spark, file, conf.csv_multiline)
+        if not frame.columns:
+            continue  # an empty JSON Lines file: no rows, no columns
+        missing = missing_required(frame.columns, spec)
+        if missing:
+            raise InputError(f"{file.name}: required column {missing[0]!r} of source {spec.source} is "
+                             f"missing" + (f" (also missing: {', '.join(missing[1:])})" if missing[1:]
+                                           else ""),
+                             hint=f"the landing contract (schemas/{spec.source}.yaml) requires "
+                                  f"{', '.join(spec.required_fields)}")
+        extras[file.name] = extra_columns(frame.columns, spec)
+        reserved = sorted(set(extras[file.name]) & set(LINEAGE_COLUMNS))
+        if reserved:
+            raise InputError(f"{file.name}: column {reserved[0]!r} is reserved for bronze lineage")
+        frames.append(frame.transform(conform_to_contract(spec))
+                      .transform(with_lineage(ctx.business_date, file.name, ingested_at, ctx.run_id)))
+    if not frames:
+        empty = T.StructType([T.StructField(n, T.StringType()) for n in spec.field_names])
+        frames = [ctx.spark.createDataFrame([], empty)
+                  .transform(with_lineage(ctx.business_date, "", ingested_at, ctx.run_id))]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames), extras
+
+
+def write_bronze(lake: Lake, frame: DataFrame, source_name: str, batch_date: date, run_id: str) -> int:
+    table = bronze_table(source_name)
+    table_columns = lake.schema(table).fieldNames() if lake.exists(table) else []
+    result = lake.replace_partitions(frame.transform(align_to_table(table_columns)), table,
+                                     [("batch_date", "=", batch_date)], partition_by=["batch_date"],
+                                     evolve=True, metadata={"run_id": run_id,
+                                                            "batch_date": batch_date.isoformat()})
+    return result.rows_added
+
+
+def record_files(lake: Lake, spec: SourceSpec, files: list[LandingFile], extras: dict[str, list[str]],
+                 batch_date: date, run_id: str, ingested_at: datetime) -> None:
+    """One ops.landing_files row per file of the batch (rows counted from bronze, a small aggregate)."""
+    counts = {row["source_file"]: row["count"] for row in
+              lake.read(bronze_table(spec.source), partition_filters=[("batch_date", "=", batch_date)])
+              .groupBy("source_file").count().collect()}
+    rows = [(batch_date, spec.source, f.name, f.format, int(counts.get(f.name, 0)), extras.get(f.name, []),
+             run_id, ingested_at) for f in files]
+    frame = lake.spark.createDataFrame(rows, LANDING_FILES_SCHEMA)
+    lake.replace_partitions(frame, LANDING_FILES,
+                            [("batch_date", "=", batch_date), ("source", "=", spec.source)],
+                            partition_by=["batch_date", "source"], metadata={"run_id": run_id})
+
+
+def run(ctx: RunContext) -> dict[str, int]:
+    conf: IngestSettings = ctx.settings.job("ingest")
+    landing_root = Path(ctx.settings.landing.root)
+    ingested_at = datetime.now(UTC)
+    written: dict[str, int] = {}
+    problems: list[str] = []
+    for name, spec in load_contract().items():
+        folder = batch_folder(landing_root, name, ctx.business_date)
+        if not is_complete(folder, conf.ready_marker):
+            why = f"{folder} has no {conf.ready_marker}" if folder.is_dir() else f"{folder} does not exist"
+            if conf.is_required(name):
+                problems.append(f"required source {name} has no complete batch for "
+                                f"{ctx.business_date} ({why})")
+            else:
+                log.warning("optional source %s skipped for %s: %s", name, ctx.business_date, why)
+            continue
+        try:
+            files = batch_files(folder, landing_root)
+            frame, extras = read_batch(ctx, spec, files, conf, ingested_at)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        for file_name, columns in extras.items():
+            if columns:
+                log.warning("%s: extra columns kept in bronze.%s: %s", file_name, name, ", ".join(columns))
+        written[bronze_table(name)] = write_bronze(ctx.lake, frame, name, ctx.business_date, ctx.run_id)
+        record_files(ctx.lake, spec, files, extras, ctx.business_date, ctx.run_id, ingested_at)
+    if problems:
+        raise InputError(f"ingest {ctx.business_date}: " + "; ".join(problems),
+                         hint="fix or deliver the landing batch and rerun; sources that were complete "
+                              "are already in bronze and are replaced on the rerun")
+    return written
