@@ -1,0 +1,221 @@
+"""Stage `clean`: bronze batch D -> silver, quarantine, ops.batch_audit, ops.dq_results.
+
+Sources run in reference order (customers and products before the tables pointing at them), so the
+orphan rules check against the silver state as of D. Idempotent per D:
+* append tables (transactions, campaign_responses, app_events): silver partition batch_date = D is
+  replaced; duplicates are judged against silver batches before D only, so a rerun sees the same input.
+* current-state tables: the state is merged from the silver state left by the last run of a date
+  before D (Delta time travel, found by the `batch_date` each commit carries) and batch D's valid rows,
+  never from the current version, which may already hold D's earlier contribution.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.clean.audit import BATCH_AUDIT, BatchAudit
+from jobs.clean.audit import SCHEMA as AUDIT_SCHEMA
+from jobs.clean.parse import RAW, assemble_reasons, keep_raw, parse_fields
+from jobs.clean.pii import hash_key, pii_only, without_pii
+from jobs.clean.quality import DQ_RESULTS_SCHEMA, Validator, dq_rows, load_suite, write_results
+from jobs.clean.rules import flag_duplicates, flag_orphans, latest_per_key
+from jobs.clean.settings import CleanSettings
+from jobs.common.context import RunContext
+from jobs.common.contract import SourceSpec, load_contract
+from jobs.common.errors import DataQualityError
+from jobs.common.lake import Lake
+from jobs.common.paths import PROJECT_ROOT
+
+log = logging.getLogger("crm.clean")
+
+DQ_RESULTS = "ops.dq_results"
+PII_SOURCE = "customers"
+PII_TABLE = "silver.customer_pii"
+OUTCOME = "_outcome"
+
+
+def processing_order(contract: dict[str, SourceSpec]) -> list[SourceSpec]:
+    """Referenced sources first (stable by name among equals)."""
+    needs = {name: {f.references.split(".")[0] for f in spec.fields if f.references} - {name}
+             for name, spec in contract.items()}
+    order: list[str] = []
+    while len(order) < len(contract):
+        ready = sorted(n for n in contract if n not in order and needs[n] <= set(order))
+        if not ready:
+            raise ValueError(f"circular references between sources: {sorted(set(contract) - set(order))}")
+        order.extend(ready)
+    return [contract[name] for name in order]
+
+
+def _string_schema(names: list[str]) -> T.StructType:
+    return T.StructType([T.StructField(n, T.StringType()) for n in names])
+
+
+def read_bronze(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
+    table = f"bronze.{spec.source}"
+    if lake.exists(table):
+        return lake.read(table, partition_filters=[("batch_date", "=", batch_date)])
+    log.warning("%s does not exist: %s is cleaned as an empty batch", table, spec.source)
+    schema = _string_schema(spec.field_names).add("batch_date", T.DateType()).add("source_file", "string")
+    return lake.spark.createDataFrame([], schema)
+
+
+def reference_keys(lake: Lake, spec: SourceSpec, conf: CleanSettings) -> dict[str, tuple[DataFrame, str]]:
+    references = {}
+    for field in spec.fields:
+        if not field.references:
+            continue
+        source_name, key = field.references.split(".")
+        table = f"silver.{source_name}"
+        keys = (lake.read(table).select(F.col(key).alias("key")) if lake.exists(table)
+                else lake.spark.createDataFrame([], _string_schema(["key"])))
+        references[field.name] = (keys, conf.reference_reasons[source_name])
+    return references
+
+
+def earlier_keys(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
+    table = f"silver.{spec.source}"
+    if lake.exists(table):
+        return lake.read(table, partition_filters=[("batch_date", "<", batch_date)]).select(*spec.key)
+    return lake.spark.createDataFrame([], spec.spark_schema).select(*spec.key)
+
+
+def check_batch(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, bronze: DataFrame) -> DataFrame:
+    """Every bronze row with its typed values, `reason`/`reasons` and where it goes (`_outcome`)."""
+    checked = (bronze.transform(keep_raw(spec))
+               .transform(parse_fields(spec, conf, ctx.settings.bank.timezone, ctx.business_date))
+               .transform(flag_orphans(reference_keys(ctx.lake, spec, conf))))
+    if spec.kind == "append":
+        checked = checked.transform(flag_duplicates(spec, earlier_keys(ctx.lake, spec, ctx.business_date)))
+    checked = checked.transform(assemble_reasons(conf.reason_precedence))
+    drop_duplicates = conf.duplicates.get(spec.source) == "drop"
+    return checked.withColumn(OUTCOME, F.when(F.col("reason").isNull(), "silver")
+                              .when((F.col("reason") == "duplicate_key") & F.lit(drop_duplicates), "dropped")
+                              .otherwise("quarantine"))
+
+
+def base_state(lake: Lake, table: str, batch_date: date) -> DataFrame | None:
+    """The table as the last run of a date before D left it (None: D is the first batch)."""
+    if not lake.exists(table):
+        return None
+    for commit in lake.history(table):
+        committed = commit.get("batch_date")
+        if committed is None:
+            continue  # maintenance commits (compaction) carry no batch
+        if date.fromisoformat(committed) > batch_date:
+            log.warning("%s already holds batch %s; rerunning %s means rerunning the later dates in "
+                        "order too", table, committed, batch_date)
+        if date.fromisoformat(committed) < batch_date:
+            return lake.read(table, version=commit["version"])
+    return None
+
+
+def write_state(lake: Lake, spec: SourceSpec, table: str, batch_rows: DataFrame, batch_date: date,
+                run_id: str) -> int:
+    base = base_state(lake, table, batch_date)
+    state = batch_rows if base is None else batch_rows.unionByName(base)
+    result = lake.overwrite(state.transform(latest_per_key(spec)), table,
+                            metadata={"batch_date": batch_date.isoformat(), "run_id": run_id})
+    return result.rows_added
+
+
+def clean_source(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, key: bytes
+                 ) -> tuple[BatchAudit, dict[str, int]]:
+    lake, day, run_id = ctx.lake, ctx.business_date, ctx.run_id
+    bronze = read_bronze(lake, spec, day)
+    rows_in = bronze.count()
+    checked = check_batch(ctx, conf, spec, bronze).persist()
+    try:
+        quarantine = (checked.where(F.col(OUTCOME) == "quarantine")
+                      .select(f"{RAW}.*", "batch_date", "source_file", "reason", "reasons",
+                              F.lit(run_id).alias("run_id")))
+        quarantined = lake.replace_partitions(quarantine, f"quarantine.{spec.source}",
+                                              [("batch_date", "=", day)], partition_by=["batch_date"],
+                                              metadata={"run_id": run_id}).rows_added
+        counts = {row[OUTCOME]: row["count"] for row in checked.groupBy(OUTCOME).count().collect()}
+        accepted = (checked.where(F.col(OUTCOME) == "silver")
+                    .select(*spec.field_names, "batch_date", F.lit(run_id).alias("run_id")))
+        written = {f"quarantine.{spec.source}": quarantined}
+        if spec.kind == "append":
+            to_silver = lake.replace_partitions(accepted, f"silver.{spec.source}", [("batch_date", "=", day)],
+                                                partition_by=["batch_date"],
+                                                metadata={"run_id": run_id}).rows_added
+            written[f"silver.{spec.source}"] = to_silver
+        else:
+            to_silver = counts.get("silver", 0)
+            # Ties inside the batch are broken on source file and raw values, so pick the batch's
+            # winners while those are at hand, then merge them with the earlier state per table.
+            winners = (checked.where(F.col(OUTCOME) == "silver")
+                       .select(RAW, "source_file", *spec.field_names, "batch_date")
+                       .transform(latest_per_key(spec))
+                       .select(*spec.field_names, "batch_date", F.lit(run_id).alias("run_id")))
+            outputs = {f"silver.{spec.source}": winners}
+            if spec.source == PII_SOURCE:
+                outputs = {f"silver.{spec.source}": winners.transform(
+                               without_pii(spec, conf.id_number_field.split(".")[1], key)),
+                           PII_TABLE: winners.transform(pii_only(["batch_date", "run_id"]))}
+            for table, rows in outputs.items():
+                written[table] = write_state(lake, spec, table, rows, day, run_id)
+        audit = BatchAudit(spec.source, day, rows_in, to_silver, quarantined, counts.get("dropped", 0))
+    finally:
+        checked.unpersist()
+    return audit, written
+
+
+def silver_tables(contract: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
+    tables = {f"silver.{name}": spec for name, spec in contract.items()}
+    tables[PII_TABLE] = contract[PII_SOURCE]
+    return tables
+
+
+def validate_silver(ctx: RunContext, conf: CleanSettings, contract: dict[str, SourceSpec]) -> int:
+    """Run each silver table's suite on what batch D left; record; stop on critical failures."""
+    lake, day = ctx.lake, ctx.business_date
+    validator = Validator()
+    folder = f"{ctx.settings.lake.root.rstrip('/')}/{conf.dq_dir}/{day.isoformat()}"
+    rows, failures = [], []
+    for table, spec in silver_tables(contract).items():
+        suite = load_suite(PROJECT_ROOT / conf.expectations_dir, table)
+        frame = (lake.read(table, partition_filters=[("batch_date", "=", day)]) if spec.kind == "append"
+                 else lake.read(table))
+        document, outcomes = validator.validate(frame, suite)
+        path = write_results(folder, table, document)
+        rows += dq_rows(outcomes, suite, day, path, ctx.run_id)
+        for outcome in (o for o in outcomes if not o.success):
+            if outcome.severity == "critical":
+                failures.append(outcome.describe())
+            else:
+                log.warning("data quality warning: %s", outcome.describe())
+    frame = lake.spark.createDataFrame(rows, DQ_RESULTS_SCHEMA)
+    written = lake.replace_partitions(frame, DQ_RESULTS, [("batch_date", "=", day)],
+                                      partition_by=["batch_date"], metadata={"run_id": ctx.run_id})
+    if failures:
+        raise DataQualityError(f"clean {day}: critical expectations failed: " + "; ".join(failures),
+                               hint=f"details in {DQ_RESULTS} and {folder}/")
+    return written.rows_added
+
+
+def run(ctx: RunContext) -> dict[str, int]:
+    conf: CleanSettings = ctx.settings.job("clean")
+    key = hash_key(conf.pii_key)
+    contract = load_contract()
+    audits, written = [], {}
+    for spec in processing_order(contract):
+        audit, tables = clean_source(ctx, conf, spec, key)
+        audits.append(audit)
+        written.update(tables)
+        log.info("%s", audit.describe())
+    frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)
+    written[BATCH_AUDIT] = ctx.lake.replace_partitions(
+        frame, BATCH_AUDIT, [("batch_date", "=", ctx.business_date)], partition_by=["batch_date"],
+        metadata={"run_id": ctx.run_id}).rows_added
+    unbalanced = [a.describe() for a in audits if not a.balanced]
+    if unbalanced:
+        raise DataQualityError(f"clean {ctx.business_date}: rows do not reconcile: " + "; ".join(unbalanced),
+                               hint=f"see {BATCH_AUDIT}; nothing may disappear between bronze and silver")
+    written[DQ_RESULTS] = validate_silver(ctx, conf, contract)
+    return written

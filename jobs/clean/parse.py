@@ -1,0 +1,165 @@
+"""From bronze strings to typed, normalised values, with one failure flag per rule (pure functions).
+
+The raw values stay in a struct column `raw` (what quarantine keeps); every contract field becomes a
+top-level column of its contract type; `_fail_<reason>` booleans say which rules a row breaks.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.clean.settings import CleanSettings
+from jobs.common.contract import FieldSpec, SourceSpec
+
+RAW = "raw"
+FAIL = "_fail_"
+
+_INT = r"^[+-]?[0-9]+(\.0*)?$"            # "3.0": integers written by float-typed writers
+_DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIMESTAMP = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+              r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$")
+_ZONE = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def fail_column(reason: str) -> str:
+    return FAIL + reason
+
+
+def keep_raw(spec: SourceSpec):
+    """The contract fields as delivered, in one struct; lineage needed downstream beside it."""
+    def apply(bronze: DataFrame) -> DataFrame:
+        return bronze.select(F.struct(*[F.col(n) for n in spec.field_names]).alias(RAW),
+                             "batch_date", "source_file")
+    return apply
+
+
+def _text(name: str) -> Column:
+    """Trimmed raw value; an empty field is null (the contract: empty field = null)."""
+    trimmed = F.trim(F.col(f"{RAW}.{name}"))
+    return F.when(trimmed != "", trimmed)
+
+
+def normalise_code(text: Column, synonyms: dict[str, str]) -> Column:
+    code = F.regexp_replace(F.lower(text), r"[\s-]+", "_")
+    if not synonyms:
+        return code
+    mapping = F.create_map(*[F.lit(x) for pair in sorted(synonyms.items()) for x in pair])
+    return F.coalesce(F.try_element_at(mapping, code), code)
+
+
+def normalise_phone(text: Column, country_code: str) -> Column:
+    """E.164: separators removed; 00 -> +; a national number (trunk 0 dropped) gets +<country code>."""
+    compact = F.regexp_replace(text, r"[\s().\-/]", "")
+    return (F.when(compact.startswith("+"), compact)
+            .when(compact.startswith("00"), F.concat(F.lit("+"), compact.substr(3, 64)))
+            .when(compact.startswith("0"), F.concat(F.lit("+" + country_code), compact.substr(2, 64)))
+            .otherwise(F.concat(F.lit("+" + country_code), compact)))
+
+
+def parse_timestamp(text: Column, timezone: str) -> Column:
+    """ISO 8601; without a zone the value is the bank's local time. The result is an instant (UTC)."""
+    local = F.concat(F.regexp_replace(text, "T", " "), F.lit(" " + timezone))
+    return F.when(text.rlike(_TIMESTAMP),
+                  F.when(text.rlike(_ZONE), text.try_cast(T.TimestampType()))
+                  .otherwise(local.try_cast(T.TimestampType())))
+
+
+def end_of_business_day(business_date: date, timezone: str) -> datetime:
+    """The first instant after day D in the bank's zone (timestamps must be before it)."""
+    return datetime.combine(business_date + timedelta(days=1), time(), ZoneInfo(timezone))
+
+
+class _FieldRules:
+    """Typed value and failure conditions of one field."""
+
+    def __init__(self, spec: SourceSpec, conf: CleanSettings, timezone: str, business_date: date):
+        self.spec, self.conf, self.timezone, self.business_date = spec, conf, timezone, business_date
+        self.failures: dict[str, list[Column]] = defaultdict(list)
+        self.not_after = set(conf.not_after_business_date.get(spec.source, []))
+
+    def fail(self, reason: str, condition: Column) -> None:
+        self.failures[reason].append(F.coalesce(condition, F.lit(False)))
+
+    def value(self, field: FieldSpec) -> Column:
+        text = _text(field.name)
+        dotted = f"{self.spec.source}.{field.name}"
+        if field.required:
+            self.fail("missing_required", text.isNull())
+        if field.type == "string":
+            value = self._string(field, dotted, text)
+        else:
+            value = self._typed(field, text)
+            self.fail("bad_type", text.isNotNull() & value.isNull())
+        if field.min is not None:
+            self.fail("out_of_range", value < F.lit(field.min))
+        if field.max is not None:
+            self.fail("out_of_range", value > F.lit(field.max))
+        if field.positive:
+            self.fail("non_positive_amount", value <= F.lit(0))
+        if field.name in self.not_after:
+            limit = (F.lit(self.business_date) if field.type == "date"
+                     else F.lit(end_of_business_day(self.business_date, self.timezone)).cast("timestamp"))
+            self.fail("future_date", value >= limit if field.type == "timestamp" else value > limit)
+        return value.alias(field.name)
+
+    def _string(self, field: FieldSpec, dotted: str, text: Column) -> Column:
+        conf = self.conf
+        if field.codes:
+            value = normalise_code(text, conf.code_synonyms.get(dotted, {}))
+            self.fail("unknown_code", value.isNotNull() & ~value.isin(list(field.codes)))
+            return value
+        if dotted in conf.phone_fields:
+            value = normalise_phone(text, conf.phone_country_code)
+            self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.phone_pattern))
+            return value
+        if dotted in conf.email_fields:
+            value = F.lower(text)
+            self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.email_pattern))
+            return value
+        if field.pattern:
+            self.fail("bad_format", text.isNotNull() & ~text.rlike(field.pattern))
+        return text
+
+    def _typed(self, field: FieldSpec, text: Column) -> Column:
+        kind = field.spark_type
+        if isinstance(kind, T.BooleanType):
+            lowered = F.lower(text)
+            return (F.when(lowered.isin(self.conf.boolean_true), F.lit(True))
+                    .when(lowered.isin(self.conf.boolean_false), F.lit(False)))
+        if isinstance(kind, T.IntegerType):
+            return F.when(text.rlike(_INT), F.regexp_replace(text, r"\.0*$", "").try_cast(kind))
+        if isinstance(kind, T.DecimalType):
+            return F.when(text.rlike(_DECIMAL), text.try_cast(kind))
+        if isinstance(kind, T.DateType):
+            return F.when(text.rlike(_DATE), text.try_cast(kind))
+        if isinstance(kind, T.TimestampType):
+            return parse_timestamp(text, self.timezone)
+        raise TypeError(f"{self.spec.source}.{field.name}: no parser for {field.type}")
+
+
+def parse_fields(spec: SourceSpec, conf: CleanSettings, timezone: str, business_date: date):
+    """Typed contract columns plus `_fail_<reason>` for the row-level rules."""
+    def apply(frame: DataFrame) -> DataFrame:
+        rules = _FieldRules(spec, conf, timezone, business_date)
+        values = [rules.value(field) for field in spec.fields]
+        flags = [F.greatest(*conditions, F.lit(False)).alias(fail_column(reason))
+                 for reason, conditions in rules.failures.items()]
+        return frame.select(RAW, "batch_date", "source_file", *values, *flags)
+    return apply
+
+
+def assemble_reasons(precedence: list[str]):
+    """`reasons`: every failed rule in precedence order; `reason`: the first (null = row accepted)."""
+    def apply(frame: DataFrame) -> DataFrame:
+        present = [r for r in precedence if fail_column(r) in frame.columns]
+        reasons = F.array_compact(F.array(*[F.when(F.col(fail_column(r)), F.lit(r)) for r in present]))
+        return (frame.withColumn("reasons", reasons)
+                .withColumn("reason", F.try_element_at(F.col("reasons"), F.lit(1)))
+                .drop(*[fail_column(r) for r in present]))
+    return apply

@@ -1,0 +1,73 @@
+"""Rules that need other rows: references to silver tables, duplicate keys, latest version per key."""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.clean.parse import FAIL, RAW, fail_column
+from jobs.common.contract import SourceSpec
+
+
+def _passes_every_rule(frame: DataFrame) -> Column:
+    flags = [F.col(c) for c in frame.columns if c.startswith(FAIL)]
+    return ~F.greatest(*flags, F.lit(False))
+
+
+def _or_flag(frame: DataFrame, reason: str, condition: Column) -> DataFrame:
+    name = fail_column(reason)
+    current = F.col(name) if name in frame.columns else F.lit(False)
+    return frame.withColumn(name, current | F.coalesce(condition, F.lit(False)))
+
+
+def flag_orphans(references: dict[str, tuple[DataFrame, str]]):
+    """references: field -> (keys of the referenced table, one row per key, in column `key`; reason).
+
+    A non-null value that is not a key of the referenced table fails the reason's rule.
+    """
+    def apply(frame: DataFrame) -> DataFrame:
+        for field, (keys, reason) in references.items():
+            key, found = f"_ref_key_{field}", f"_ref_found_{field}"
+            lookup = keys.select(F.col("key").alias(key), F.lit(True).alias(found))
+            frame = frame.join(lookup, frame[field] == F.col(key), "left")
+            frame = _or_flag(frame, reason, F.col(field).isNotNull() & F.col(found).isNull())
+            frame = frame.drop(key, found)
+        return frame
+    return apply
+
+
+def flag_duplicates(spec: SourceSpec, earlier_keys: DataFrame):
+    """duplicate_key for every repeat of a key among rows that pass every other rule.
+
+    The first occurrence wins: a key already in silver from an earlier batch (`earlier_keys`) beats
+    this batch; inside the batch the order is source file, then the raw values (deterministic, and
+    exact re-sends are interchangeable). Rows failing another rule neither win nor lose here.
+    """
+    key = list(spec.key)
+
+    def apply(frame: DataFrame) -> DataFrame:
+        candidates = (frame.withColumn("_candidate", _passes_every_rule(frame))
+                      .withColumn("_earlier", F.lit(False)))
+        earlier = (earlier_keys.select(*key).withColumn("_candidate", F.lit(True))
+                   .withColumn("_earlier", F.lit(True)))
+        order = Window.partitionBy(*key, "_candidate").orderBy(
+            F.col("_earlier").desc(), F.col("source_file").asc(), F.col(RAW).asc())
+        ranked = (candidates.unionByName(earlier, allowMissingColumns=True)
+                  .withColumn("_rank", F.row_number().over(order))
+                  .where(~F.col("_earlier")))
+        return (_or_flag(ranked, "duplicate_key", F.col("_candidate") & (F.col("_rank") > 1))
+                .drop("_candidate", "_earlier", "_rank"))
+    return apply
+
+
+def latest_per_key(spec: SourceSpec):
+    """One row per key: the latest `order_by`, then the later batch; inside one batch the source file
+    and then the raw values break ties (when the frame still has them), so the choice is deterministic.
+    """
+    def apply(frame: DataFrame) -> DataFrame:
+        order = [F.col(spec.order_by).desc_nulls_last()] if spec.order_by else []
+        order.append(F.col("batch_date").desc())
+        order += [F.col(c).desc_nulls_last() for c in ("source_file", RAW) if c in frame.columns]
+        window = Window.partitionBy(*spec.key).orderBy(*order)
+        return (frame.withColumn("_rank", F.row_number().over(window))
+                .where(F.col("_rank") == 1).drop("_rank"))
+    return apply
