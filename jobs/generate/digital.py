@@ -28,7 +28,8 @@ def app_events_table(s: GeneratorSettings, window: Window, pop: Population, cata
     arch = list(s.archetypes.values())
     logins = np.array([a.app_logins_per_month for a in arch])[c.archetype] * np.exp(0.3 * rng.standard_normal(len(c)))
     lo, hi = np.maximum(c.join_day, 0), np.minimum(c.churn_day, D)
-    who, day = poisson_days(rng, logins / 30.4, lo, hi, c.decline_day, c.churn_day, s.churn.activity_floor)
+    who, day = poisson_days(rng, logins / 30.4, lo, hi, c.decline_day, c.churn_day,
+                            (s.churn.activity_floor, s.churn.decay_power))
     login_ts = day * DAY + 7 * HOUR + rng.integers(0, 16 * HOUR, len(who))
 
     views = rng.poisson(s.app.page_views_per_login, len(who))

@@ -107,6 +107,7 @@ def generate(customers: int, months: int, end_date: date, seed: int, landing: Pa
                 _write_transactions(writer, s, block, table)
             else:
                 writer.write(name, table)
+        writer.end_block()
         truth_parts.append(_truth_rows(window, pop, ident, archetypes))
     products = products_table(s)
     for batch in range(len(window.batch_dates)):

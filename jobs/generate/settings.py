@@ -30,6 +30,7 @@ class ChurnSettings(Section):
     history_window_days: int
     decay_days: int
     activity_floor: float
+    decay_power: float
     balance_drain_per_month: float
     future_churn_days: tuple[int, int]
     min_tenure_days: int

@@ -83,21 +83,20 @@ class _Events:
         return {name: np.concatenate([p[name] for p in self.parts]) for name in names}
 
 
-def activity(day: np.ndarray, decline: np.ndarray, churn: np.ndarray, floor: float) -> np.ndarray:
-    """Activity multiplier: 1 before the decline starts, falling linearly to `floor` at churn."""
-    span = np.maximum(churn - decline, 1)
-    falling = 1 - (1 - floor) * (day - decline) / span
-    return np.where(day < decline, 1.0, np.maximum(falling, floor))
+def activity(day: np.ndarray, decline: np.ndarray, churn: np.ndarray, floor: float, power: float) -> np.ndarray:
+    """Activity multiplier: 1 before the decline starts, falling to `floor` at churn (convex for power > 1)."""
+    elapsed = np.clip((day - decline) / np.maximum(churn - decline, 1), 0, 1)
+    return np.where(day < decline, 1.0, floor + (1 - floor) * (1 - elapsed) ** power)
 
 
 def poisson_days(rng: np.random.Generator, rate_per_day: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 decline: np.ndarray, churn: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+                 decline: np.ndarray, churn: np.ndarray, decay: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Days of a Poisson process per row on [lo, hi) whose intensity decays with `activity` (thinning)."""
     span = np.maximum(hi - lo, 0)
     counts = rng.poisson(rate_per_day * span)
     row = np.repeat(np.arange(len(lo)), counts)
     day = lo[row] + np.floor(rng.random(len(row)) * span[row]).astype(np.int64)
-    keep = rng.random(len(row)) < activity(day, decline[row], churn[row], floor)
+    keep = rng.random(len(row)) < activity(day, decline[row], churn[row], *decay)
     return row[keep], day[keep]
 
 
@@ -126,7 +125,7 @@ def build_transactions(s: GeneratorSettings, window: Window, catalog: Catalog, p
     rng = np.random.default_rng([seed, pop.block, 2])
     cust, acc = pop.customers, pop.accounts
     D = window.days
-    floor = s.churn.activity_floor
+    decay = (s.churn.activity_floor, s.churn.decay_power)
     ev = _Events(s)
     arch = list(s.archetypes.values())
     param = lambda f: np.array([f(a) for a in arch])[cust.archetype]  # noqa: E731
@@ -144,7 +143,7 @@ def build_transactions(s: GeneratorSettings, window: Window, catalog: Catalog, p
     rows = np.flatnonzero(cust.salaried)
     row, day = _monthly(month_starts, 1 + cust.employer[rows] % 28, lo_c[rows], hi_c[rows])
     row = rows[row]
-    keep = rng.random(len(row)) < activity(day, cust.decline_day[row], cust.churn_day[row], floor) ** 2
+    keep = rng.random(len(row)) < activity(day, cust.decline_day[row], cust.churn_day[row], *decay) ** 2
     row, day = row[keep], day[keep]
     ev.add(current[row], day, 3 * HOUR + rng.integers(0, HOUR, len(row)), "transfer_in",
            np.round(monthly_income[row] * rng.uniform(0.97, 1.03, len(row)) * 100),
@@ -156,7 +155,7 @@ def build_transactions(s: GeneratorSettings, window: Window, catalog: Catalog, p
     inflow_rate = rates["deposit"] + rates["transfer_in"]
     spend = param(lambda a: a.spend_ratio) * monthly_income
     for name, rate in rates.items():
-        row, day = poisson_days(rng, rate / 30.4, lo_c, hi_c, cust.decline_day, cust.churn_day, floor)
+        row, day = poisson_days(rng, rate / 30.4, lo_c, hi_c, cust.decline_day, cust.churn_day, decay)
         seconds = 7 * HOUR + rng.integers(0, 16 * HOUR, len(row))
         if name in ("deposit", "transfer_in"):
             median = inflow[row] / np.maximum(inflow_rate[row], 0.1)

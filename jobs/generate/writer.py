@@ -1,19 +1,24 @@
 """Writes landing files `<root>/<source>/dt=<date>/<file>` in the configured formats, reproducibly.
 
 Bytes depend only on the rows: gzip members carry mtime 0 and no file name, Parquet files no creation
-time. Files are appended block by block; `close()` adds header-only files for required sources that got
-no rows in a batch and the `_READY` markers.
+time. Files are appended block by block by one background thread (formatting and compression release
+the GIL, so they overlap with generating the next block; a single thread keeps every file's rows in
+order). At most `max_pending_blocks` blocks wait for writing, which bounds memory. `close()` adds
+header-only files for required sources that got no rows in a batch and the `_READY` markers.
 """
 from __future__ import annotations
 
 import gzip
 import io
-from collections import defaultdict
+import json
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -30,11 +35,31 @@ def _csv_bytes(table: pa.Table, header: bool) -> bytes:
     return sink.getvalue()
 
 
+def _json_value(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """JSON text of each value: quoted and escaped strings, bare numbers and booleans, null."""
+    if pa.types.is_string(column.type):
+        escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise('"', escaped, '"', "")
+    else:
+        text = pc.cast(column, pa.string())
+    return pc.fill_null(text, "null")
+
+
 def _jsonl_bytes(table: pa.Table) -> bytes:
+    """One JSON object per line, built column-wise by Arrow kernels (no per-row Python)."""
     if table.num_rows == 0:
         return b""
-    frame = table.to_pandas(integer_object_nulls=True)
-    return frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=10).encode("utf-8")
+    members = [pc.binary_join_element_wise(json.dumps(name) + ":", _json_value(table.column(name)), "")
+               for name in table.column_names]
+    lines = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*members, ","), "}\n", "")
+    return b"".join(_string_bytes(chunk) for chunk in lines.chunks)
+
+
+def _string_bytes(strings: pa.StringArray) -> memoryview:
+    """The concatenated UTF-8 of a string array without nulls, straight from its data buffer."""
+    _, offsets, data = strings.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
+    return memoryview(data)[bounds[0]:bounds[-1]] if len(strings) else memoryview(b"")
 
 
 def _as_text(table: pa.Table) -> pa.Table:
@@ -90,6 +115,9 @@ class LandingWriter:
         self.files: dict[tuple[str, int, str], _File] = {}
         self.schemas: dict[str, pa.Schema] = {}
         self.rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-writer")
+        self.block: list[Future] = []
+        self.pending: deque[list[Future]] = deque()
 
     def folder(self, source: str, batch: int) -> Path:
         return self.root / source / f"dt={self.batch_dates[batch].isoformat()}"
@@ -104,7 +132,16 @@ class LandingWriter:
         bounds = np.searchsorted(batch, np.arange(len(self.batch_dates) + 1))
         for b in range(len(self.batch_dates)):
             if bounds[b + 1] > bounds[b]:
-                self._append(source, b, part, data.slice(bounds[b], bounds[b + 1] - bounds[b]), close)
+                rows = data.slice(bounds[b], bounds[b + 1] - bounds[b])
+                self.block.append(self.worker.submit(self._append, source, b, part, rows, close))
+
+    def end_block(self, max_pending_blocks: int = 1) -> None:
+        """Mark the end of a block's writes; wait while more than `max_pending_blocks` blocks are queued."""
+        self.pending.append(self.block)
+        self.block = []
+        while len(self.pending) > max_pending_blocks:
+            for future in self.pending.popleft():
+                future.result()
 
     def _append(self, source: str, batch: int, part: str, rows: pa.Table, close: bool) -> None:
         key = (source, batch, part)
@@ -125,6 +162,8 @@ class LandingWriter:
             self.files[key] = _Closed(handle)
 
     def close(self) -> dict[str, dict[str, int]]:
+        self.end_block(max_pending_blocks=0)
+        self.worker.shutdown()
         for handle in self.files.values():
             handle.close()
         contract = load_contract()
