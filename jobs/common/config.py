@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from jobs.common.paths import CONF_DIR
 
@@ -50,6 +51,14 @@ class SparkSettings(Section):
     master: str
     app_name: str
     conf: dict[str, str]
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _spark_spelling(cls, conf: Any) -> Any:
+        # An unquoted `true` in YAML is a bool; Spark settings spell it "true", not Python's "True".
+        if isinstance(conf, Mapping):
+            return {k: str(v).lower() if isinstance(v, bool) else v for k, v in conf.items()}
+        return conf
 
 
 class MlflowSettings(Section):
@@ -142,13 +151,23 @@ class Settings:
         return self.mlflow.artifact_root or str(Path(self.lake.root).resolve() / "_mlflow" / "artifacts")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: where, then what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {problem}"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -166,18 +185,23 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any], origin: str, 
         base.setdefault("__origin__", {})[key] = origin
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """One nested override per CRM_<SECTION>__<KEY> variable, with the variable's name as its origin."""
+    overrides = []
     for name, raw in sorted(env.items()):
         if not name.startswith("CRM_") or "__" not in name:
             continue  # CRM_ variables without "__" are not settings (e.g. secrets read by the jobs)
+        origin = f"environment variable {name}"
         path = [part.lower() for part in name[len("CRM_"):].split("__")]
         if not all(path):
-            raise ConfigError(f"environment variable {name}: empty key; use CRM_<SECTION>__<KEY>")
-        node = overrides
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            raise ConfigError(f"{origin}: empty key; use CRM_<SECTION>__<KEY>")
+        try:
+            value: Any = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{origin}: {_yaml_problem(exc)} (quote the value if it is text)") from None
+        for part in reversed(path):
+            value = {part: value}
+        overrides.append((origin, value))
     return overrides
 
 
@@ -229,8 +253,8 @@ def load_settings(conf_file: str | os.PathLike[str] | None = None,
         _deep_merge(merged, _read_yaml(path), str(path))
     if conf_file is not None:
         _deep_merge(merged, _read_yaml(Path(conf_file)), str(conf_file))
-    env_values = _env_overrides(os.environ if env is None else env)
-    _deep_merge(merged, env_values, "environment (CRM_*)")
+    for origin, override in _env_overrides(os.environ if env is None else env):
+        _deep_merge(merged, override, origin)
 
     known = {**{name: None for name in CORE_SECTIONS}, **{name: None for name in JOB_SECTIONS}}
     unknown = sorted(set(merged) - set(known) - {"__origin__"})

@@ -6,6 +6,7 @@ configured master is not forced, so the same job code runs unchanged on a cluste
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -13,8 +14,9 @@ from jobs.common.config import Settings
 
 
 def _submitted_by_spark_submit() -> bool:
-    # spark-submit launches Python with these set; a plain `python`/`crm-pipeline` start has neither.
-    return "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_SUBMIT_OPTS" in os.environ
+    # spark-submit starts the Python driver with the JVM's gateway port set; a plain
+    # `python`/`crm-pipeline` start launches its own JVM instead.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def get_spark(settings: Settings, app_name: str | None = None,
@@ -24,6 +26,9 @@ def get_spark(settings: Settings, app_name: str | None = None,
     active = SparkSession.getActiveSession()
     if active is None and not _submitted_by_spark_submit():
         builder = builder.master(settings.spark.master)
+        # Python workers default to `python3` on PATH, which for an un-activated virtualenv is
+        # another interpreter without the pipeline's packages: use the driver's own.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**settings.spark.conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
