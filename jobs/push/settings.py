@@ -26,6 +26,7 @@ class FrequencySettings(Section):
 class MeasureSettings(Section):
     lookback_days: int = Field(ge=1)
     confidence_level: float = Field(gt=0, lt=1)
+    activity_excluded_txn_types: list[str]
 
 
 class PushSettings(Section):
