@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.common.config import load_settings
+from jobs.common.config import ConfigError, load_settings
 from jobs.common.contract import load_contract
+from jobs.common.errors import InputError
 from jobs.generate.generator import generate, truth_root
 
 END = date(2026, 10, 31)
@@ -175,6 +176,17 @@ def test_generate_other_seed_gives_different_bytes(tmp_path, clean_landing):
     changed = [name for name in first if name in second and first[name] != second[name]]
     assert any("transactions" in name for name in changed)
     assert any("customers" in name for name in changed)
+
+
+def test_generate_with_more_daily_batches_than_days_raises_input_error(tmp_path):
+    with pytest.raises(InputError, match="daily batches"):
+        generate(customers=10, months=1, end_date=END, seed=1, landing=tmp_path / "landing", daily_batches=40)
+
+
+def test_settings_with_planted_rule_on_unknown_type_are_rejected():
+    with pytest.raises(ConfigError, match="planted rule item 'prod:boat'"):
+        load_settings(env={"CRM_GENERATOR__PLANTED_RULES":
+                           '[{antecedent: ["prod:boat"], consequent: "prod:fund", rate: 0.5, description: x}]'})
 
 
 # --- layout and contract ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.common.config import ConfigError
 from jobs.common.contract import load_contract
 from jobs.generate.settings import GeneratorSettings
 from jobs.generate.tables import BATCH, DAY, Ids, ids, timestamps
@@ -51,7 +52,7 @@ class DirtyRows:
             for field in self.contract[source].fields:
                 bad = s.dirty.unknown_codes.get(field.name) if field.codes else None
                 if field.codes and (bad is None or bad.strip().lower() in field.codes):
-                    raise ValueError(f"dirty.unknown_codes needs a value outside the codes of {source}.{field.name}")
+                    raise ConfigError(f"generator.dirty.unknown_codes needs a value outside the codes of {source}.{field.name}")
 
     def extra_column_files(self) -> dict[tuple[str, int, str], str]:
         return {(source, *EXTRA_COLUMN_FILE.get(source, (0, "part-00000"))): self.s.dirty.extra_column

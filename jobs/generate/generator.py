@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 
 from jobs.common.config import Settings, load_settings
 from jobs.common.contract import load_contract
+from jobs.common.errors import InputError
 from jobs.generate.digital import app_events_table, responses_table
 from jobs.generate.dirty import DirtyRows
 from jobs.generate.population import Catalog, Population, build_population
@@ -67,9 +68,9 @@ def generate(customers: int, months: int, end_date: date, seed: int, landing: Pa
              dirty_rate: float = 0.0, settings: Settings | None = None) -> Summary:
     s: GeneratorSettings = (settings or load_settings()).job("generator")
     if customers < 1:
-        raise ValueError("customers must be at least 1")
+        raise InputError(f"customers must be at least 1, got {customers}")
     if not 0.0 <= dirty_rate < 0.5:
-        raise ValueError("dirty_rate must be in [0, 0.5)")
+        raise InputError(f"dirty rate must be in [0, 0.5), got {dirty_rate}")
     window = Window.of(end_date, months, daily_batches)
     catalog = Catalog.of(s)
     landing = Path(landing)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs.common.config import ConfigError
 from jobs.common.contract import source
 from jobs.generate.settings import GeneratorSettings
 from jobs.generate.window import NEVER, Window
@@ -39,7 +40,7 @@ class Catalog:
         rows = settings.products
         unknown = sorted({p.product_type for p in rows} - set(codes))
         if unknown:
-            raise ValueError(f"generator products use product types outside the contract: {unknown}")
+            raise ConfigError(f"generator.products use product types outside the contract: {unknown}")
         return cls(ids=np.array([p.product_id for p in rows], dtype=object),
                    types=np.array([p.product_type for p in rows], dtype=object),
                    risk=np.array([p.risk_level for p in rows]),

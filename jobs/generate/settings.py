@@ -179,4 +179,14 @@ class GeneratorSettings(Section):
             unknown = set(archetype.products) - types
             if unknown:
                 raise ValueError(f"archetype {name}: unknown product types {sorted(unknown)}")
+        bands = {b.label for b in self.age_bands}
+        for rule in self.planted_rules:
+            for item in [*rule.antecedent, rule.consequent]:
+                kind, _, value = item.partition(":")
+                name, _, wanted = value.partition("=")
+                ok = ((kind == "prod" and value in types) or (kind == "attr" and name == "age_band" and wanted in bands)
+                      or (kind == "attr" and name == "risk_tolerance" and wanted in {"1", "2", "3", "4", "5"}))
+                if not ok or (item == rule.consequent and kind != "prod"):
+                    raise ValueError(f"planted rule item {item!r}: use prod:<product type> (consequent), "
+                                     "attr:age_band=<band label> or attr:risk_tolerance=<1..5>")
         return self

@@ -11,6 +11,8 @@ from datetime import date, timedelta
 
 import numpy as np
 
+from jobs.common.errors import InputError
+
 DAY = 86_400
 NEVER = 10**7  # a day offset later than any window: "no churn", "still held", "not closed"
 
@@ -31,11 +33,11 @@ class Window:
     @classmethod
     def of(cls, end: date, months: int, daily_batches: int) -> Window:
         if months < 1:
-            raise ValueError("months must be at least 1")
+            raise InputError("months must be at least 1")
         start = _months_back(end, months) + timedelta(days=1)
         window = cls(start=start, end=end, daily_batches=daily_batches)
         if not 0 <= daily_batches < window.days - 1:
-            raise ValueError(f"daily_batches must be between 0 and {window.days - 2} for {months} months")
+            raise InputError(f"daily batches must be between 0 and {window.days - 2} for {months} months of history")
         return window
 
     @property
