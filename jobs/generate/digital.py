@@ -68,7 +68,7 @@ def app_events_table(s: GeneratorSettings, window: Window, pop: Population, cata
     customer, ts, event_type, page_all, product_all = (
         a[~repeat] for a in (customer, ts, event_type, page_all, product_all))
     columns = {
-        "customer_id": ident.customer(c.number[customer]), "event_ts": timestamps(window, ts),
+        "customer_id": ident.customer(c.number).take(pa.array(customer)), "event_ts": timestamps(window, ts),
         "event_type": coded(event_types, event_type), "page": coded(tuple(pages), page_all),
         "product_id": coded(tuple(catalog.ids), product_all),
     }

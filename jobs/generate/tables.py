@@ -377,12 +377,13 @@ def products_table(s: GeneratorSettings) -> pa.Table:
 def transactions_table(s: GeneratorSettings, window: Window, pop: Population, catalog: Catalog,
                        txns: Transactions, ident: Ids) -> pa.Table:
     acc = pop.accounts
-    number = pop.customers.number[acc.customer[txns.account]]
+    owner = pop.customers.number[acc.customer]
+    rows = pa.array(txns.account)  # ids are built once per account, then repeated per transaction
     txn_id = ids(f"T{pop.block:04d}", np.arange(len(txns)), 9)
     credit = txns.credit
     columns = {
-        "txn_id": txn_id, "account_id": ident.account(number, acc.slot[txns.account]),
-        "customer_id": ident.customer(number), "txn_ts": timestamps(window, txns.ts),
+        "txn_id": txn_id, "account_id": ident.account(owner, acc.slot).take(rows),
+        "customer_id": ident.customer(owner).take(rows), "txn_ts": timestamps(window, txns.ts),
         "amount": money(txns.amount), "direction": coded(("debit", "credit"), credit.astype(np.int64)),
         "currency": constant(s.currency, len(txns)),
         "channel": coded(CHANNELS, txns.channel), "txn_type": coded(TXN_TYPES, txns.txn_type),
