@@ -89,11 +89,6 @@ class Customers:
     def __len__(self) -> int:
         return len(self.number)
 
-    @property
-    def end_day(self) -> np.ndarray:
-        """First day without activity (churn day or the day after the window)."""
-        return self.churn_day
-
 
 @dataclass
 class Holdings:
@@ -206,8 +201,7 @@ def age_band(settings: GeneratorSettings, age: np.ndarray) -> np.ndarray:
     return bands
 
 
-def _customers(s: GeneratorSettings, window: Window, rng: np.random.Generator, first: int, n: int,
-               end_ord: int) -> Customers:
+def _customers(s: GeneratorSettings, window: Window, rng: np.random.Generator, first: int, n: int) -> Customers:
     arch_params = list(s.archetypes.values())
     arch = _exact_shares(rng, np.array([a.share for a in arch_params]), n)
     param = lambda name: np.array([getattr(a, name) for a in arch_params])[arch]  # noqa: E731
@@ -318,7 +312,7 @@ def build_population(s: GeneratorSettings, window: Window, catalog: Catalog, see
                      first: int, n: int) -> Population:
     rng = np.random.default_rng([seed, block, 1])
     D = window.days
-    cust = _customers(s, window, rng, first, n, D - 1)
+    cust = _customers(s, window, rng, first, n)
     held = _held_types(s, catalog, cust, rng)
     ended_at = np.where(cust.churn_day < D, cust.churn_day, NEVER)
     last_start = np.minimum(D - 1, cust.churn_day - 1)

@@ -95,10 +95,6 @@ def money(cents: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(cents, dtype=np.int64) / 100)
 
 
-def nullable(values: np.ndarray, null: np.ndarray) -> pa.Array:
-    return pa.array(values, mask=null)
-
-
 @dataclass(frozen=True)
 class Ids:
     """Identifier formats, fixed-width so they sort like their numbers."""

@@ -57,11 +57,11 @@ class Transactions:
 
 
 class _Events:
-    """Collects event columns of several kinds, then concatenates them."""
+    """Collects event columns of several kinds, then concatenates them. Counterparty codes: employer
+    numbers first, then FIXED_COUNTERPARTIES (see counterparties())."""
 
     def __init__(self, settings: GeneratorSettings):
         self.parts: list[dict[str, np.ndarray]] = []
-        self.employer_base = 0
         self.fixed = {name: settings.employers + i for i, name in enumerate(FIXED_COUNTERPARTIES)}
 
     def add(self, account, day, seconds, txn_type, amount, channel=-1, merchant=-1, counterparty=-1,

@@ -76,6 +76,7 @@ class _File:
                        if fmt.endswith(".gz") else self.raw)
         self.parquet: pq.ParquetWriter | None = None
         self.columns: list[str] | None = None
+        self.header_written = False
 
     def write(self, table: pa.Table) -> None:
         if self.columns is None:
@@ -89,13 +90,11 @@ class _File:
             if text.num_rows:
                 self.parquet.write_table(text)
         elif self.fmt.startswith("csv"):
-            self.stream.write(_csv_bytes(table, header=self.rows == 0 and not self._has_header))
-            self._has_header = True
+            self.stream.write(_csv_bytes(table, header=not self.header_written))
+            self.header_written = True
         else:
             self.stream.write(_jsonl_bytes(table))
         self.rows += table.num_rows
-
-    _has_header = False
 
     def close(self) -> None:
         if self.parquet is not None:
