@@ -81,7 +81,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     summary = generate(customers=args.customers, months=args.months, end_date=args.end_date,
                        seed=args.seed, landing=Path(args.landing or settings.landing.root),
-                       daily_batches=args.daily_batches, dirty_rate=args.dirty_rate)
+                       daily_batches=args.daily_batches, dirty_rate=args.dirty_rate, settings=settings)
     print(summary)
     return 0
 
