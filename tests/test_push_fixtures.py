@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import yaml
+from pyspark.sql import functions as F
 
 from jobs.common.config import load_settings
 from jobs.common.contract import source
@@ -83,7 +84,7 @@ class World:
     recommendations: list[tuple] = field(default_factory=list)  # (customer_id, type, rank, score, lift, antecedent)
     tags: list[tuple] = field(default_factory=list)  # (customer_id, tag, value)
     model_date: date = AS_OF  # the as_of_date the model tables are written for
-    skip_tables: tuple[str, ...] = ()
+    stale_tables: tuple[str, ...] = ()  # written for the day before model_date only
 
 
 PRODUCTS = [
@@ -186,9 +187,11 @@ def _write_models(lake: Lake, world: World) -> None:
             "customer_id string, tag string, value string, source string, written_by string, as_of_date date"),
     }
     for name, frame in tables.items():
-        if name in world.skip_tables:
-            continue
-        lake.replace_partitions(frame, name, [("as_of_date", "=", d)], partition_by=["as_of_date"])
+        if name in world.stale_tables:
+            frame, day = frame.withColumn("as_of_date", F.lit(d - timedelta(days=1))), d - timedelta(days=1)
+        else:
+            day = d
+        lake.replace_partitions(frame, name, [("as_of_date", "=", day)], partition_by=["as_of_date"])
 
 
 # ------------------------------------------------------------------ reading an outbox day

@@ -1,5 +1,5 @@
 """The push stage end to end on a seeded handmade bank of 160 customers: files, manifest, rerun, daily
-cap, control group, a campaign whose model table is missing. The job runs twice for the same date."""
+cap, control group, a campaign whose model table has only yesterday's rows. The job runs twice for D."""
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +56,8 @@ def _world(seed: int = 5) -> World:
     history = [(D - timedelta(days=rng.randint(1, 6)), "cross_sell", c.customer_id, D - timedelta(days=1), False)
                for c in customers if rng.random() < 0.2]
     return World(customers=customers, holdings=holdings, unsubscribes=unsubscribes, history=history,
-                 skip_tables=("gold.cross_sell_candidates",))
+                 recommendations=[(c.customer_id, "insurance", 1, 0.8, 2.0, ["prod:fund"]) for c in customers[:40]],
+                 stale_tables=("gold.cross_sell_candidates",))
 
 
 def _campaigns() -> dict:
@@ -147,7 +148,7 @@ def test_push_history_when_rerun_replaces_the_date_with_the_same_rows(runs):
 def test_campaign_when_its_model_table_has_no_rows_for_d_is_skipped_with_reason_others_sent(runs):
     campaigns = {c["campaign_id"]: c for c in _manifest(runs["second"])["campaigns"]}
     assert campaigns["cross_sell"]["status"] == "skipped"
-    assert campaigns["cross_sell"]["reason"] == "gold.cross_sell_candidates does not exist"
+    assert campaigns["cross_sell"]["reason"] == "gold.cross_sell_candidates has no rows for 2026-10-31"
     assert campaigns["cross_sell"]["pushed"] == 0
     assert all(len(rows) == 0 for name, rows in read_day(runs["day"]).items() if name.endswith("cross_sell.csv"))
     assert campaigns["wealth_upsell"]["status"] == "sent" and campaigns["wealth_upsell"]["pushed"] > 0

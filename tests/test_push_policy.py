@@ -58,6 +58,8 @@ def _world() -> World:
                  churn_probability=0.8, consent_sms=False),
         Customer("C_RM_UNSUB_SMS", segment="dormant", value_tier="high", churn_band="high", churn_probability=0.8),
         Customer("C_RM_MASS", segment="dormant", value_tier="mass", churn_band="high", churn_probability=0.8),
+        Customer("C_SEG2", segment="investment_inclined_2"),
+        Customer("C_SEG_OTHER", segment="investment_inclined_x"),
         Customer("C_XS", segment="borrower"),
         Customer("C_XS_HELD_TOP", segment="borrower"),
     ]
@@ -108,6 +110,11 @@ def test_baseline_customer_when_nothing_forbids_gets_top_product_on_preferred_ch
     assert offer["reason_codes"] == "segment:investment_inclined"
     assert offer["score"] == "0.080000"
     assert offer["expiry_date"] == (D + timedelta(days=14)).isoformat()
+
+
+def test_targeting_when_segment_label_has_a_number_suffix_it_belongs_to_the_label(pushed_day):
+    assert _offer(pushed_day, "C_SEG2")["reason_codes"] == "segment:investment_inclined_2"
+    assert _offer(pushed_day, "C_SEG_OTHER") is None
 
 
 def test_active_only_when_customer_closed_not_pushed(pushed_day):
@@ -222,4 +229,4 @@ def test_independent_checker_on_handmade_day_finds_no_violation(pushed_day):
     problems = outbox_violations(pushed_day["day"], pushed_day["lake"], D, pushed_day["campaigns"],
                                  pushed_day["settings"].job("push").control_seed)
     assert problems == []
-    assert len(pushed_day["rows"]) == 15
+    assert len(pushed_day["rows"]) == 16

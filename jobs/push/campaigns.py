@@ -17,8 +17,9 @@ from jobs.common.contract import source
 from jobs.common.paths import CONF_DIR
 from jobs.push.settings import ChannelName, PushSettings
 
+# The business labels of jobs/kmeans_mr (conf/kmeans.yaml); a label also matches its numbered variants.
 SegmentLabel = Literal["investment_inclined", "deposit_inclined", "digital_young", "high_value", "dormant",
-                       "borrower"]
+                       "borrower", "declining", "mainstream"]
 ChurnBand = Literal["high", "medium", "low"]
 ValueTier = Literal["high", "potential", "mass", "low"]
 LifecycleStage = Literal["acquisition", "growth", "maturity", "decline", "churned"]

@@ -24,7 +24,10 @@ def _tokens(prefix: str, column: str) -> Column:
 
 
 def segment_members(segments: DataFrame, labels: list[str]) -> DataFrame:
-    return (segments.where(F.col("segment_label").isin(labels))
+    """Customers of segments with these labels; clustering tells two segments of one label apart by a
+    suffix (investment_inclined_2), and both belong to the label."""
+    pattern = "^(" + "|".join(labels) + ")(_[0-9]+)?$"
+    return (segments.where(F.col("segment_label").rlike(pattern))
             .select("customer_id", _tokens("segment:", "segment_label").alias("reasons")))
 
 
