@@ -238,6 +238,35 @@ def _json_stat(value: Any) -> Any:
     return value
 
 
+def delta_stats(meta: pq.FileMetaData) -> str:
+    """A data file's Delta statistics from its Parquet footer (cheap: no data read).
+
+    numRecords, null counts and min/max of flat columns; min/max only where exact (see _STAT_TYPES).
+    """
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for col in range(meta.num_columns):
+        column = meta.schema.column(col)
+        if "." in column.path:  # nested: no stats
+            continue
+        stats = [meta.row_group(rg).column(col).statistics for rg in range(meta.num_row_groups)]
+        if all(st is not None and st.has_null_count for st in stats):
+            nulls[column.path] = sum(st.null_count for st in stats)
+        kept = _STAT_TYPES.get(column.physical_type)
+        if kept is None or column.logical_type.type not in kept:
+            continue  # timestamps, decimals, floats, booleans, binary: see _STAT_TYPES
+        bounds = [(st.min, st.max) for st in stats if st is not None and st.has_min_max]
+        if len(bounds) != len(stats) or not bounds:
+            continue
+        lo = _json_stat(min(b[0] for b in bounds))
+        hi = _json_stat(max(b[1] for b in bounds))
+        if lo is not None and hi is not None:
+            mins[column.path] = lo
+            maxs[column.path] = hi
+    return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
 @dataclass
 class _Plan:
     """What a write was planned on: the table snapshot (None: new table) and the schema to commit."""
@@ -595,32 +624,8 @@ class Lake:
             return list(pool.map(publish, staged, relatives))
 
     def _file_stats(self, fs_path: str) -> str:
-        """numRecords, and min/max/null counts of flat columns from the Parquet footer (cheap)."""
         with self._fs.open_input_file(fs_path) as handle:
-            meta = pq.ParquetFile(handle).metadata
-        mins: dict[str, Any] = {}
-        maxs: dict[str, Any] = {}
-        nulls: dict[str, int] = {}
-        for col in range(meta.num_columns):
-            column = meta.schema.column(col)
-            if "." in column.path:  # nested: no stats
-                continue
-            stats = [meta.row_group(rg).column(col).statistics for rg in range(meta.num_row_groups)]
-            if all(st is not None and st.has_null_count for st in stats):
-                nulls[column.path] = sum(st.null_count for st in stats)
-            kept = _STAT_TYPES.get(column.physical_type)
-            if kept is None or column.logical_type.type not in kept:
-                continue  # timestamps, decimals, floats, booleans, binary: see _json_stat
-            bounds = [(st.min, st.max) for st in stats if st is not None and st.has_min_max]
-            if len(bounds) != len(stats) or not bounds:
-                continue
-            lo = _json_stat(min(b[0] for b in bounds))
-            hi = _json_stat(max(b[1] for b in bounds))
-            if lo is not None and hi is not None:
-                mins[column.path] = lo
-                maxs[column.path] = hi
-        return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs,
-                           "nullCount": nulls})
+            return delta_stats(pq.ParquetFile(handle).metadata)
 
     def _discard(self, name: str, adds: Sequence[AddAction]) -> None:
         table_dir = self._fs_path(name)
