@@ -315,6 +315,11 @@ def train_model(feature_table: DataFrame, label_col: str, feature_cols: list[str
             valid_raw.unpersist()
             raise ValueError(f"{part} rows ({validation.describe()}) hold {positives} positives and "
                              f"{negatives} negatives; at least {training.min_class_rows} of each needed")
+    # A column without any value in training cannot be imputed nor learned from (e.g. an optional
+    # source never delivered): leave it out and say so in the params.
+    filled = train_raw.agg(*[F.count(c).alias(c) for c in feature_cols]).first()
+    empty = [c for c in feature_cols if filled[c] == 0]
+    feature_cols = [c for c in feature_cols if c not in empty]
     negatives, positives = counts["training"]
     positive_weight = negatives / positives if training.balance_classes else 1.0
     train = train_raw.withColumn(WEIGHT, F.when(F.col(LABEL) == 1.0, F.lit(positive_weight))
@@ -336,6 +341,7 @@ def train_model(feature_table: DataFrame, label_col: str, feature_cols: list[str
     train.unpersist()
     params = {"algorithm": best, "label_col": label_col, "validation": validation.describe(),
               "positive_weight": positive_weight, "feature_count": len(feature_cols),
+              "features_without_values": ",".join(empty) or "none",
               "selection_metric": training.selection_metric,
               **{f"{best}.{k}": v for k, v in getattr(training, best).model_dump().items()}}
     return TrainResult(model=model, algorithm=best, metrics=candidates[best], candidates=candidates,
