@@ -256,27 +256,25 @@ def test_write_when_spark_job_fails_midway_leaves_table_unchanged_and_no_files(s
 
 
 # ---------------------------------------------------------------- schemas
-@pytest.mark.parametrize("change, message", [
-    (lambda df: df.drop("channel"), r"schema mismatch writing silver\.transactions: columns missing from the data: channel"),
-    (lambda df: df.withColumn("amount", F.col("amount").cast("double")),
-     r"columns with another type: amount \(decimal\(18,2\) in table, double in data\)"),
-    (lambda df: df.withColumn("branch", F.lit("x")), r"columns not in the table: branch \(pass evolve=True"),
-])
-def test_append_when_schema_differs_raises_naming_table_and_columns(spark, lake, change, message):
+def test_append_when_schema_differs_raises_naming_table_and_columns(spark, lake):
     name = "silver.transactions"
     lake.append(_frame(spark, _txns(D1, 0, 2)), name, partition_by=["batch_date"])
-
-    with pytest.raises(LakeSchemaError, match=message):
-        lake.append(change(_frame(spark, _txns(D2, 5, 2))), name)
+    good = _frame(spark, _txns(D2, 5, 2))
+    cases = [
+        (good.drop("channel"), None,
+         r"schema mismatch writing silver\.transactions: columns missing from the data: channel"),
+        (good.withColumn("amount", F.col("amount").cast("double")), None,
+         r"columns with another type: amount \(decimal\(18,2\) in table, double in data\)"),
+        (good.withColumn("branch", F.lit("x")), None, r"columns not in the table: branch \(pass evolve=True"),
+        (good, ["channel"], r"silver\.transactions: partitioned by \['batch_date'\], the write asks for \['channel'\]"),
+    ]
+    for frame, partition_by, message in cases:
+        with pytest.raises(LakeSchemaError, match=message):
+            lake.append(frame, name, partition_by=partition_by)
 
     assert lake.version(name) == 0
     assert lake.schema(name) == TXN_SCHEMA
-
-
-def test_append_when_partitioning_differs_raises_schema_error(spark, lake):
-    lake.append(_frame(spark, _txns(D1, 0, 2)), "silver.transactions", partition_by=["batch_date"])
-    with pytest.raises(LakeSchemaError, match=r"partitioned by \['batch_date'\], the write asks for \['channel'\]"):
-        lake.append(_frame(spark, _txns(D1, 0, 2)), "silver.transactions", partition_by=["channel"])
+    assert len(_data_files(lake, name)) == 1  # nothing was staged for a refused write
 
 
 def test_append_when_evolve_adds_column_old_rows_read_null(spark, lake):
