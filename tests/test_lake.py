@@ -210,6 +210,36 @@ def test_compact_when_many_small_files_gives_fewer_files_same_rows_and_old_versi
     assert lake.compact(name, min_files=7).files_added == 0  # nothing left with enough small files
 
 
+def test_compact_when_another_writer_deletes_the_partition_meanwhile_never_resurrects_rows(spark, lake):
+    name = "silver.app_events"
+    schema = StructType([StructField("event_id", IntegerType()), StructField("segment", StringType())])
+    for i in range(4):
+        lake.append(_frame(spark, [(i, "old"), (10 + i, "kept")], schema), name, partition_by=["segment"])
+    staging = Path(lake.path(name)) / "_staging"
+    before = set(staging.iterdir())
+    outcome: list[object] = []
+    compaction = threading.Thread(target=lambda: outcome.append(_outcome(lambda: lake.compact(name, min_files=4))))
+    compaction.start()
+    deadline = time.monotonic() + 300
+    while not set(staging.iterdir()) - before and compaction.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the compaction's Spark job has started writing: delete behind its back
+    DeltaTable(lake.path(name)).delete("segment = 'old'")  # an independent writer: delta-rs itself
+    deleted_at = DeltaTable(lake.path(name)).version()
+    compaction.join(300)
+
+    # Whatever the interleaving, the deleted rows stay deleted: either the compaction noticed the
+    # files it rewrote were gone (conflict), or it had committed before the delete.
+    assert isinstance(outcome[0], LakeConflictError) or outcome[0].version < deleted_at, outcome
+    _assert_readers_agree(lake, name, [(10 + i, "kept") for i in range(4)])
+
+
+def _outcome(action) -> object:
+    try:
+        return action()
+    except Exception as exc:  # the outcome under test
+        return exc
+
+
 def test_vacuum_when_files_unreferenced_or_left_by_crash_deletes_them_and_keeps_current(spark, lake):
     name = "silver.transactions"
     lake.append(_frame(spark, _txns(D1, 0, 3)), name, partition_by=["batch_date"])

@@ -579,7 +579,7 @@ class Lake:
                 scope = "the partitions being replaced" if filters else "the table being overwritten"
                 raise LakeConflictError(f"{name}: another writer changed {scope} ({since}); nothing "
                                         "was written, rerun the write")
-        if rewritten and not rewritten <= set(latest.file_uris()):
+        if rewritten and not rewritten <= set(latest.file_uris()):  # as file_uris() names them
             raise LakeConflictError(f"{name}: files being compacted were removed by another writer "
                                     f"({since}); nothing was written, rerun the compaction")
 
@@ -687,7 +687,7 @@ class Lake:
             # file_uris gives the table location + the file's raw relative path (no "/" inside values).
             return "/".join(uri.split("/")[-depth:])
 
-        in_scope = {relative(u) for u in dt.file_uris(file_pruning_predicate=_normalise_filters(partition_filters))}
+        in_scope = {relative(u): u for u in dt.file_uris(file_pruning_predicate=_normalise_filters(partition_filters))}
         actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
         small_limit = small_file_mb * 1024 * 1024
         groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -695,17 +695,16 @@ class Lake:
             path = unquote(action["path"])  # the log's path is percent-encoded
             if action["size_bytes"] < small_limit and path in in_scope:
                 key = tuple(action.get(f"partition.{p}") for p in partitions)
-                groups.setdefault(key, []).append({**action, "path": path})
+                groups.setdefault(key, []).append({**action, "path": path, "uri": in_scope[path]})
         selected = [g for g in groups.values() if len(g) >= min_files]
         if not selected:
             return CommitResult(name, dt.version(), 0, 0, 0)
 
-        base_uri = self._uri(self.path(name))
         rewrites = []
         for group in selected:
             n_files = max(1, -(-sum(a["size_bytes"] for a in group) // (target_file_mb * 1024 * 1024)))
-            rewrites.append(self.spark.read.schema(schema).option("basePath", base_uri)
-                            .parquet(*[f"{base_uri}/{a['path']}" for a in group])
+            rewrites.append(self.spark.read.schema(schema).option("basePath", self._uri(self.path(name)))
+                            .parquet(*[a["uri"] for a in group])
                             .select(*schema.fieldNames()).coalesce(n_files))
         new = self._stage_and_publish(reduce(DataFrame.unionAll, rewrites), name, partitions)
         adds = [AddAction(a.path, a.size, a.partition_values, a.modification_time, False, a.stats)
@@ -719,7 +718,7 @@ class Lake:
         try:
             version, _ = self._commit(name, plan, [*removes, *adds], "append", None,
                                       {"crm_operation": "compact"},
-                                      rewritten={a["path"] for group in selected for a in group})
+                                      rewritten={a["uri"] for group in selected for a in group})
         except (LakeError, CommitFailedError):
             self._discard(name, adds)
             raise
