@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DateType,
@@ -210,11 +210,8 @@ def test_compact_when_many_small_files_gives_fewer_files_same_rows_and_old_versi
     assert lake.compact(name, min_files=7).files_added == 0  # nothing left with enough small files
 
 
-def test_compact_when_another_writer_deletes_the_partition_meanwhile_never_resurrects_rows(spark, lake):
-    name = "silver.app_events"
-    schema = StructType([StructField("event_id", IntegerType()), StructField("segment", StringType())])
-    for i in range(4):
-        lake.append(_frame(spark, [(i, "old"), (10 + i, "kept")], schema), name, partition_by=["segment"])
+def _compact_while(lake: Lake, name: str, concurrent_write) -> tuple[object, int]:
+    """Run a compaction; once its Spark job writes, commit `concurrent_write` (delta-rs, no Spark)."""
     staging = Path(lake.path(name)) / "_staging"
     before = set(staging.iterdir())
     outcome: list[object] = []
@@ -222,15 +219,39 @@ def test_compact_when_another_writer_deletes_the_partition_meanwhile_never_resur
     compaction.start()
     deadline = time.monotonic() + 300
     while not set(staging.iterdir()) - before and compaction.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)  # the compaction's Spark job has started writing: delete behind its back
-    DeltaTable(lake.path(name)).delete("segment = 'old'")  # an independent writer: delta-rs itself
-    deleted_at = DeltaTable(lake.path(name)).version()
+        time.sleep(0.01)
+    concurrent_write(DeltaTable(lake.path(name)))
+    written_at = DeltaTable(lake.path(name)).version()
     compaction.join(300)
+    return outcome[0], written_at
+
+
+def test_compact_when_another_writer_deletes_the_partition_meanwhile_never_resurrects_rows(spark, lake):
+    name = "silver.app_events"
+    schema = StructType([StructField("event_id", IntegerType()), StructField("segment", StringType())])
+    for i in range(4):
+        lake.append(_frame(spark, [(i, "old"), (10 + i, "kept")], schema), name, partition_by=["segment"])
+
+    outcome, deleted_at = _compact_while(lake, name, lambda table: table.delete("segment = 'old'"))
 
     # Whatever the interleaving, the deleted rows stay deleted: either the compaction noticed the
     # files it rewrote were gone (conflict), or it had committed before the delete.
-    assert isinstance(outcome[0], LakeConflictError) or outcome[0].version < deleted_at, outcome
+    assert isinstance(outcome, LakeConflictError) or outcome.version < deleted_at, outcome
     _assert_readers_agree(lake, name, [(10 + i, "kept") for i in range(4)])
+
+
+def test_compact_when_another_writer_appends_meanwhile_commits_both(spark, lake):
+    name = "silver.app_events"
+    schema = StructType([StructField("event_id", IntegerType()), StructField("segment", StringType())])
+    for i in range(4):
+        lake.append(_frame(spark, [(i, "old")], schema), name, partition_by=["segment"])
+    new_rows = pa.table({"event_id": pa.array([99], pa.int32()), "segment": ["new"]})
+
+    outcome, _ = _compact_while(lake, name, lambda table: write_deltalake(table, new_rows, mode="append"))
+
+    assert not isinstance(outcome, Exception), outcome
+    assert (outcome.files_removed, outcome.files_added) == (4, 1)
+    _assert_readers_agree(lake, name, [(i, "old") for i in range(4)] + [(99, "new")])
 
 
 def _outcome(action) -> object:
