@@ -61,6 +61,7 @@ def test_load_settings_when_env_overrides_given_types_them_as_yaml_and_beats_con
         "CRM_MLFLOW__TRACKING_URI": "null",
         "CRM_SPARK__CONF": "{spark.sql.shuffle.partitions: 3}",
         "CRM_SPARK__MASTER": "local[1]",
+        "CRM_SPARK__CONF__spark.sql.session.timeZone": "Asia/Shanghai",  # case-sensitive Spark key
         "CRM_API_TOKEN": "not a setting: no double underscore",
     }
 
@@ -72,6 +73,8 @@ def test_load_settings_when_env_overrides_given_types_them_as_yaml_and_beats_con
     assert settings.spark.master == "local[1]"
     assert settings.spark.conf["spark.sql.shuffle.partitions"] == "3"
     assert settings.spark.conf["spark.ui.enabled"] == "false"  # merged, not replaced
+    assert settings.spark.conf["spark.sql.session.timeZone"] == "Asia/Shanghai"
+    assert "spark.sql.session.timezone" not in settings.spark.conf
 
 
 def test_settings_when_assigned_refuse_change():

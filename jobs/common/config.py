@@ -192,7 +192,10 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
         if not name.startswith("CRM_") or "__" not in name:
             continue  # CRM_ variables without "__" are not settings (e.g. secrets read by the jobs)
         origin = f"environment variable {name}"
-        path = [part.lower() for part in name[len("CRM_"):].split("__")]
+        # Upper-case parts are the environment's spelling of our snake_case keys; a mixed-case part
+        # is a key spelt exactly, e.g. the case-sensitive spark.sql.session.timeZone under spark.conf.
+        path = [part.lower() if part.isupper() or part.islower() else part
+                for part in name[len("CRM_"):].split("__")]
         if not all(path):
             raise ConfigError(f"{origin}: empty key; use CRM_<SECTION>__<KEY>")
         try:
