@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -67,7 +67,7 @@ def table_catalogue(lake: Lake) -> list[dict[str, object]]:
     rows = []
     for name in lake.tables():
         last = lake.history(name, 1)[0]
-        committed = datetime.fromtimestamp(last["timestamp"] / 1000, tz=timezone.utc)
+        committed = datetime.fromtimestamp(last["timestamp"] / 1000, tz=UTC)
         rows.append({"table": name, "version": lake.version(name), "rows": lake.row_count(name),
                      "last_commit_utc": committed.strftime("%Y-%m-%d %H:%M:%S")})
     return rows

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from jobs.common.config import ConfigError, Settings, load_settings
@@ -57,7 +57,7 @@ def _run_stages(settings: Settings, business_date: date, names: list[str],
             print(f"  {name:<18} not built yet, skipped", flush=True)
             continue
         print(f"  {name:<18} ...", end="\r", flush=True)
-        stage_started, began = time.monotonic(), datetime.now(timezone.utc)
+        stage_started, began = time.monotonic(), datetime.now(UTC)
         try:
             written = stage(ctx) or {}
         except Exception as exc:
@@ -111,10 +111,10 @@ def _print_rows(rows: list[dict[str, object]]) -> None:
     columns = list(rows[0])
     cells = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:

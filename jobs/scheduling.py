@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def record_failure(context: dict[str, Any]) -> None:
     alert_dir.mkdir(parents=True, exist_ok=True)
     task_instance = context.get("task_instance") or context.get("ti")
     record = {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dag_id": getattr(task_instance, "dag_id", None),
         "task_id": getattr(task_instance, "task_id", None),
         "run_id": context.get("run_id"),

@@ -6,7 +6,7 @@ runs one; `crm-pipeline run` runs the NIGHTLY ones in this order.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 STAGES: dict[str, str] = {
     "ingest": "jobs.ingest.job:run",

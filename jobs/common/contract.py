@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -90,7 +90,7 @@ def _parse(path: Path) -> SourceSpec:
                       event_time=raw.get("event_time"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_contract(schemas_dir: Path = SCHEMAS_DIR) -> dict[str, SourceSpec]:
     """All sources of the contract by name, in a stable order."""
     specs = [_parse(p) for p in sorted(schemas_dir.glob("*.yaml"))]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pyspark.sql import types as T
 
@@ -25,7 +25,7 @@ def record_stage_run(lake: Lake, business_date: date, stage: str, run_id: str, s
                      duration_s: float, status: str, rows_written: dict[str, int],
                      error: str | None = None) -> None:
     """Replace the record of (business_date, stage): reruns keep one row per stage and date."""
-    row = (business_date, stage, run_id, started_at.astimezone(timezone.utc).replace(tzinfo=None),
+    row = (business_date, stage, run_id, started_at.astimezone(UTC).replace(tzinfo=None),
            float(duration_s), status, json.dumps(rows_written, sort_keys=True), error)
     frame = lake.spark.createDataFrame([row], SCHEMA)
     lake.replace_partitions(frame, STAGE_RUNS,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -50,7 +50,7 @@ def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]],
 
 def histogram(bin_edges: Sequence[float], counts: Sequence[int], title: str, xlabel: str) -> str:
     figure, axes = plt.subplots(figsize=(7, 3.2))
-    widths = [b - a for a, b in zip(bin_edges[:-1], bin_edges[1:])]
+    widths = [b - a for a, b in zip(bin_edges[:-1], bin_edges[1:], strict=False)]
     axes.bar(list(bin_edges[:-1]), list(counts), width=widths, align="edge", color=PALETTE[1],
              edgecolor="white")
     axes.set_title(title)

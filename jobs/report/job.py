@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import date, datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -239,7 +240,7 @@ def build_report(ctx: RunContext) -> Path:
         ("Campaign performance", lambda: campaign_performance(lake, day)),
     ]
     sections = [(title, build()) for title, build in builders]
-    generated_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     out_dir = Path(ctx.settings.reports.root) / day.isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "index.html"
