@@ -130,15 +130,17 @@ def clean_source(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, key: by
     rows_in = bronze.count()
     checked = check_batch(ctx, conf, spec, bronze).persist()
     try:
+        # batch_date as a literal: the lake's check that every row is inside the replaced partition
+        # then folds away instead of scanning the batch again.
         quarantine = (checked.where(F.col(OUTCOME) == "quarantine")
-                      .select(f"{RAW}.*", "batch_date", "source_file", "reason", "reasons",
+                      .select(f"{RAW}.*", F.lit(day).alias("batch_date"), "source_file", "reason", "reasons",
                               F.lit(run_id).alias("run_id")))
         quarantined = lake.replace_partitions(quarantine, f"quarantine.{spec.source}",
                                               [("batch_date", "=", day)], partition_by=["batch_date"],
                                               metadata={"run_id": run_id}).rows_added
         counts = {row[OUTCOME]: row["count"] for row in checked.groupBy(OUTCOME).count().collect()}
         accepted = (checked.where(F.col(OUTCOME) == "silver")
-                    .select(*spec.field_names, "batch_date", F.lit(run_id).alias("run_id")))
+                    .select(*spec.field_names, F.lit(day).alias("batch_date"), F.lit(run_id).alias("run_id")))
         written = {f"quarantine.{spec.source}": quarantined}
         if spec.kind == "append":
             to_silver = lake.replace_partitions(accepted, f"silver.{spec.source}", [("batch_date", "=", day)],
