@@ -112,6 +112,11 @@ def score(ctx: RunContext) -> dict[str, int]:
     if features is None or features.limit(1).count() == 0:
         raise InputError(f"{FEATURES_TABLE} has no rows for {day}",
                          hint=f"run the features stage first: crm-pipeline stage features --date {day}")
+    missing = sorted(set(champion.profile.feature_cols) - set(features.columns))
+    if missing:
+        raise InputError(f"champion churn model v{champion.version} needs columns {FEATURES_TABLE} no longer "
+                         f"has: {', '.join(missing)}",
+                         hint=f"train a model on today's features: crm-pipeline stage churn-train --date {day}")
     scores = churn_scores(features, champion, settings.scoring, day).persist()
     try:
         result = ctx.lake.replace_partitions(scores, SCORES_TABLE, [("as_of_date", "=", day)],
