@@ -145,7 +145,7 @@ def write_world(lake: Lake, world: World, as_of: date = AS_OF) -> None:
         "silver.campaign_responses", partition_by=["batch_date"])
     if world.history:
         write_history(lake, world.history)
-    _write_models(lake, world)
+    write_models(lake, world)
 
 
 def write_history(lake: Lake, rows: list[tuple]) -> None:
@@ -161,7 +161,8 @@ HISTORY_DDL = ("as_of_date date, campaign_id string, push_id string, customer_id
                "run_id string")
 
 
-def _write_models(lake: Lake, world: World) -> None:
+def write_models(lake: Lake, world: World) -> None:
+    """The model tables (features, segments, churn, recommendations, tags) for world.model_date."""
     spark, d = lake.spark, world.model_date
     tables = {
         "gold.customer_features": spark.createDataFrame(

@@ -1,10 +1,12 @@
 """The push stage end to end on a seeded handmade bank of 160 customers: files, manifest, rerun, daily
-cap, control group, a campaign whose model table has only yesterday's rows. The job runs twice for D."""
+cap, control group, a campaign whose model table has only yesterday's rows. The job runs twice for D,
+then once for D+1."""
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -17,6 +19,7 @@ from test_push_fixtures import (
     push_settings,
     read_day,
     shipped_campaigns,
+    write_models,
     write_world,
 )
 
@@ -25,6 +28,7 @@ from jobs.common.lake import Lake
 from jobs.push import job
 
 D = AS_OF
+NEXT = D + timedelta(days=1)
 WEALTH_CAP = 15
 WEALTH_CONTROL = 0.3
 
@@ -71,8 +75,8 @@ def _snapshot(day) -> dict[str, bytes]:
     return {str(p.relative_to(day)): p.read_bytes() for p in sorted(day.rglob("*")) if p.is_file()}
 
 
-def _history(lake: Lake) -> list[dict]:
-    rows = lake.read("gold.push_history", partition_filters=[("as_of_date", "=", D)]).collect()
+def _history(lake: Lake, day=D) -> list[dict]:
+    rows = lake.read("gold.push_history", partition_filters=[("as_of_date", "=", day)]).collect()
     return sorted((r.asDict() for r in rows), key=lambda r: (r["campaign_id"], r["customer_id"]))
 
 
@@ -88,9 +92,13 @@ def runs(spark, tmp_path_factory):
     first = _snapshot(day)
     first_history = _history(lake)
     second_written = job.run(RunContext(settings, D, run_id="run-two", spark_session=spark))
+    second, second_history = _snapshot(day), _history(lake)
+    write_models(lake, replace(_world(), model_date=NEXT))
+    job.run(RunContext(settings, NEXT, run_id="next-day", spark_session=spark))
     return {"root": root, "day": day, "lake": lake, "settings": settings, "campaigns": campaigns,
             "first": first, "first_history": first_history, "first_written": first_written,
-            "second": _snapshot(day), "second_history": _history(lake), "second_written": second_written}
+            "second": second, "second_history": second_history, "second_written": second_written,
+            "history_after_next": _history(lake), "next_history": _history(lake, NEXT)}
 
 
 def _manifest(files: dict[str, bytes]) -> dict:
@@ -132,7 +140,7 @@ def test_rerun_when_inputs_identical_files_byte_identical_and_manifest_differs_o
 
 def test_rerun_when_done_replaces_the_day_atomically_without_leftovers(runs):
     outbox = runs["root"] / "outbox"
-    assert [p.name for p in outbox.iterdir()] == [D.isoformat()]  # no .incoming / .replaced folders
+    assert sorted(p.name for p in outbox.iterdir()) == [D.isoformat(), NEXT.isoformat()]  # nothing hidden left
 
 
 def test_push_history_when_rerun_replaces_the_date_with_the_same_rows(runs):
@@ -184,3 +192,14 @@ def test_control_group_when_recorded_matches_the_seeded_hash_and_receives_nothin
 def test_independent_checker_on_seeded_world_finds_no_violation(runs):
     seed = runs["settings"].job("push").control_seed
     assert outbox_violations(runs["day"], runs["lake"], D, runs["campaigns"], seed) == []
+
+
+def test_next_day_when_run_respects_the_open_offers_and_caps_of_the_previous_day(runs):
+    assert runs["history_after_next"] == runs["second_history"]  # D untouched by D+1
+    seen_on_d = {(r["campaign_id"], r["customer_id"]) for r in runs["second_history"]}
+    next_rows = runs["next_history"]
+    assert next_rows, "the next day should push someone"
+    assert not {(r["campaign_id"], r["customer_id"]) for r in next_rows} & seen_on_d
+    seed = runs["settings"].job("push").control_seed
+    assert outbox_violations(runs["root"] / "outbox" / NEXT.isoformat(), runs["lake"], NEXT, runs["campaigns"],
+                             seed) == []
