@@ -112,19 +112,17 @@ def segments(lake: Lake, business_date: date) -> str:
     if profiles is None or profiles.limit(1).count() == 0:
         return _nothing("gold.segment_profiles")
     rows = [r.asDict(recursive=True) for r in profiles.orderBy("segment_id").collect()]
-    label_of = {r["segment_id"]: f"{r['segment_id']}: {r.get('segment_label') or r.get('label')}" for r in rows}
-    parts = [_image(charts.bar_chart([label_of[r["segment_id"]] for r in rows], [r["size"] for r in rows],
-                                     "Customers per segment"), "segment sizes")]
-    z_column = next((c for c in ("centre_z", "centre_zscores", "centre_standardised") if c in profiles.columns),
-                    None)
-    if z_column:
-        centres = [r[z_column] if isinstance(r[z_column], dict) else json.loads(r[z_column]) for r in rows]
-        features = sorted(centres[0])
-        parts.append(_image(charts.heat_map([label_of[r["segment_id"]] for r in rows], features,
-                                            [[c[f] for f in features] for c in centres],
-                                            "Segment centres (z-scores)"), "segment profile heat map"))
-    shown = [c for c in profiles.columns if c not in (z_column, "as_of_date") and not c.startswith("centre")]
-    parts.append(_table(rows, shown))
+    label_of = {r["segment_id"]: f"{r['segment_id']}: {r['segment_label']}" for r in rows}
+    labels = [label_of[r["segment_id"]] for r in rows]
+    parts = [_image(charts.bar_chart(labels, [r["customers"] for r in rows], "Customers per segment"),
+                    "segment sizes")]
+    features = sorted(rows[0]["centre_z"])
+    parts.append(_image(charts.heat_map(labels, features, [[r["centre_z"][f] for f in features] for r in rows],
+                                        "Segment centres (z-scores)"), "segment profile heat map"))
+    for row in rows:
+        row["distinguishing_features"] = [f"{d['feature']} {d['z']:+.1f}" for d in row["distinguishing_features"]]
+        row["share"] = round(row["share"], 3)
+    parts.append(_table(rows, ["segment_id", "segment_label", "customers", "share", "distinguishing_features"]))
     return "\n".join(parts)
 
 
