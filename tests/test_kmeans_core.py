@@ -162,7 +162,8 @@ def test_exact_distances_when_computed_per_point_are_bitwise_equal():
 def test_init_same_seed_same_centres_whatever_the_partitioning(spark, init):
     points, _ = blobs(1000, 4, 5, spread=0.5, seed=21)
     run = {"kmeans_plus_plus": lambda b, seed: kmeans_plus_plus(b, 5, seed),
-           "kmeans_parallel": lambda b, seed: kmeans_parallel(b, 5, seed, rounds=2, oversampling=2.0)}[init]
+           "kmeans_parallel": lambda b, seed: kmeans_parallel(b, 5, seed, rounds=2, oversampling=2.0,
+                                                               restarts=3)}[init]
     few, many = cached_blocks(spark, points, 1000), cached_blocks(spark, points, 150)
     first, again, other = run(few, 7), run(many, 7), run(few, 8)
     few.unpersist()
@@ -170,8 +171,16 @@ def test_init_same_seed_same_centres_whatever_the_partitioning(spark, init):
 
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
-    # Initial centres are customers.
-    assert all((np.abs(points - c).max(axis=1) == 0).any() for c in first)
+    # The greedy seeding puts one centre in each of the well-separated planted blobs.
+    nearest_blob = exact_sq_distances(first.T.copy(), blob_centres(4, 5, seed=21)).argmin(axis=1)
+    assert sorted(nearest_blob.tolist()) == [0, 1, 2, 3, 4]
+    if init == "kmeans_plus_plus":  # its centres are customers
+        assert all((np.abs(points - c).max(axis=1) == 0).any() for c in first)
+
+
+def blob_centres(d: int, k: int, seed: int) -> np.ndarray:
+    """The centres `blobs` plants (its first draw)."""
+    return np.random.default_rng(seed).normal(size=(k, d)) * 3.0
 
 
 def test_fit_same_seed_is_deterministic(spark, overlapping):

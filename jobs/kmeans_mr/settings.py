@@ -32,6 +32,7 @@ class InitSettings(Section):
     kmeans_pp_max_points: int
     parallel_rounds: int
     oversampling: float
+    local_restarts: int
 
 
 class AutoK(Section):

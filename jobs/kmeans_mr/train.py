@@ -37,20 +37,17 @@ class Training:
     curve: list[CurvePoint] = field(default_factory=list)
 
 
-def fit_k(blocks: RDD, k: int, conf: KMeansSettings, points: int) -> Fit:
-    centres = initial_centres(blocks, k, conf.seed, points, conf.init.kmeans_pp_max_points,
-                              conf.init.parallel_rounds, conf.init.oversampling)
-    return fit_kmeans(blocks, centres, conf.max_iter, conf.tol, conf.prune)
-
-
 def train(blocks: RDD, conf: KMeansSettings, points: int) -> Training:
+    ks = [conf.k] if conf.k != "auto" else list(range(conf.auto_k.min_k, conf.auto_k.max_k + 1))
+    starts = initial_centres(blocks, ks, conf.seed, points, conf.init.kmeans_pp_max_points,
+                             conf.init.parallel_rounds, conf.init.oversampling, conf.init.local_restarts)
     if conf.k != "auto":
-        return Training(conf.k, fit_k(blocks, conf.k, conf, points))
+        return Training(conf.k, fit_kmeans(blocks, starts[conf.k], conf.max_iter, conf.tol, conf.prune))
     sample = sample_points(blocks, conf.auto_k.silhouette_sample, points, conf.seed)
     fits: dict[int, Fit] = {}
     curve = []
-    for k in range(conf.auto_k.min_k, min(conf.auto_k.max_k, points - 1) + 1):
-        fits[k] = fit_k(blocks, k, conf, points)
+    for k in ks:
+        fits[k] = fit_kmeans(blocks, starts[k], conf.max_iter, conf.tol, conf.prune)
         labels, _ = nearest_two(sample.T, np.einsum("ij,ij->i", sample, sample), fits[k].centres)
         curve.append(CurvePoint(k, fits[k].cost, silhouette(sample, labels), fits[k].iterations))
     k = choose_k(curve)
