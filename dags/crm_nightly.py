@@ -1,27 +1,17 @@
-"""crm_nightly: the nightly CRM run for business date D (= ds, or the `business_date` param).
+"""Airflow DAG crm_nightly: the nightly CRM run for business date D (= ds, or the `business_date` param).
 
 ingest -> clean (data-quality gate) -> features (incl. loan warnings) -> kmeans_assign -> apriori,
 churn_score (parallel with them) -> push -> campaign_measure -> report. Apriori follows kmeans_assign
 because its baskets carry the day's segment labels. Backfill: `airflow dags backfill crm_nightly
 --start-date A --end-date B` (runs one date at a time in order: max_active_runs=1).
 """
-from airflow.sdk import DAG
-
 from jobs import scheduling
 
 conf = scheduling.settings()
 
-with DAG(
-    dag_id="crm_nightly",
-    description="Nightly CRM analytics: landing -> bronze -> silver -> gold -> push files and report",
-    schedule=scheduling.timetable(conf, conf.scheduling.nightly_cron),
-    start_date=scheduling.start_date(conf),
-    catchup=conf.scheduling.catchup,
-    max_active_runs=1,
-    default_args=scheduling.default_args(conf),
-    params=scheduling.business_date_params(),
-    tags=["crm", "nightly"],
-) as dag:
+with scheduling.crm_dag(conf, "crm_nightly",
+                        "Nightly CRM analytics: landing -> bronze -> silver -> gold -> push files and report",
+                        conf.scheduling.nightly_cron, ["crm", "nightly"], catchup=conf.scheduling.catchup) as dag:
     ingest = scheduling.stage_task(conf, "ingest", outlets=[scheduling.table_asset(conf, "bronze.transactions")])
     clean = scheduling.stage_task(conf, "clean", outlets=[scheduling.table_asset(conf, "silver.transactions"),
                                                           scheduling.table_asset(conf, "silver.customers")])

@@ -88,6 +88,16 @@ def default_args(settings: Settings) -> dict[str, Any]:
     }
 
 
+def crm_dag(settings: Settings, dag_id: str, description: str, cron: str, tags: list[str],
+            catchup: bool = False):
+    """A DAG with the pipeline's policies: one run at a time, retries, timeouts, failure records."""
+    from airflow.sdk import DAG
+
+    return DAG(dag_id=dag_id, description=description, schedule=timetable(settings, cron),
+               start_date=start_date(settings), catchup=catchup, max_active_runs=1,
+               default_args=default_args(settings), params=business_date_params(), tags=tags)
+
+
 def stage_task(settings: Settings, stage: str, *extra_args: str, outlets: list[Asset] | None = None):
     """The operator running one pipeline stage for the business date."""
     task_id = stage.replace("-", "_")
