@@ -53,7 +53,7 @@ def test_ingest_every_format_in_one_batch_lands_every_row_as_delivered(spark, tm
 
     written = ingest(ctx)
 
-    assert written == {"bronze.transactions": 5}
+    assert written == {"bronze.transactions": 5, "ops.landing_files": 5}
     assert bronze_values(ctx.lake, "bronze.transactions",
                          ["txn_id", "amount", "txn_ts", "channel", "counterparty", "balance_after"]) == [
         ("T1", "10.50", f"{D}T09:00:00", "mobile", "Shop", "900.00"),
@@ -83,7 +83,7 @@ def test_ingest_small_bank_every_source_in_its_format_lands_every_row(spark, set
     written = ingest(ctx)
 
     expected = {f"bronze.{s}": sum(len(rows) for rows in files.values()) for s, files in bank.items()}
-    assert written == expected
+    assert written == {**expected, "ops.landing_files": sum(len(files) for files in bank.values())}
     assert {t: ctx.lake.row_count(t) for t in expected} == expected
 
 
@@ -146,7 +146,7 @@ def test_ingest_missing_optional_source_is_skipped_and_logged(spark, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="crm.ingest"):
         written = ingest(RunContext(settings, DAY, spark_session=spark))
 
-    assert written == {"bronze.products": 1}
+    assert written == {"bronze.products": 1, "ops.landing_files": 1}
     assert "optional source loans skipped" in caplog.text
     assert "optional source app_events skipped" in caplog.text
 
@@ -199,6 +199,6 @@ def test_ingest_empty_files_give_an_empty_batch(spark, tmp_path):
 
     written = ingest(ctx)
 
-    assert written == {"bronze.products": 0}
+    assert written == {"bronze.products": 0, "ops.landing_files": 2}
     assert ctx.lake.read("bronze.products").where(F.col("batch_date") == DAY).count() == 0
     assert (folder / "q.csv").read_text().startswith("product_id,")

@@ -11,6 +11,7 @@ orphan rules check against the silver state as of D. Idempotent per D:
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 
 from pyspark.sql import DataFrame
@@ -184,7 +185,9 @@ def validate_silver(ctx: RunContext, conf: CleanSettings, contract: dict[str, So
         suite = load_suite(PROJECT_ROOT / conf.expectations_dir, table)
         frame = (lake.read(table, partition_filters=[("batch_date", "=", day)]) if spec.kind == "append"
                  else lake.read(table))
+        started = time.monotonic()
         document, outcomes = validator.validate(frame, suite)
+        log.info("%s validated in %.1fs", suite.name, time.monotonic() - started)
         path = write_results(folder, table, document)
         rows += dq_rows(outcomes, suite, day, path, ctx.run_id)
         for outcome in (o for o in outcomes if not o.success):
@@ -207,10 +210,11 @@ def run(ctx: RunContext) -> dict[str, int]:
     contract = load_contract()
     audits, written = [], {}
     for spec in processing_order(contract):
+        started = time.monotonic()
         audit, tables = clean_source(ctx, conf, spec, key)
         audits.append(audit)
         written.update(tables)
-        log.info("%s", audit.describe())
+        log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)
     frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)
     written[BATCH_AUDIT] = ctx.lake.replace_partitions(
         frame, BATCH_AUDIT, [("batch_date", "=", ctx.business_date)], partition_by=["batch_date"],

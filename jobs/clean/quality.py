@@ -26,7 +26,7 @@ from jobs.common.errors import InputError
 log = logging.getLogger("crm.clean")
 
 SEVERITIES = ("critical", "warning")
-RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 
 DQ_RESULTS_SCHEMA = T.StructType([
     T.StructField("batch_date", T.DateType()),

@@ -89,7 +89,7 @@ def write_bronze(lake: Lake, frame: DataFrame, source_name: str, batch_date: dat
 
 
 def record_files(lake: Lake, spec: SourceSpec, files: list[LandingFile], extras: dict[str, list[str]],
-                 batch_date: date, run_id: str, ingested_at: datetime) -> None:
+                 batch_date: date, run_id: str, ingested_at: datetime) -> int:
     """One ops.landing_files row per file of the batch (rows counted from bronze, a small aggregate)."""
     counts = {row["source_file"]: row["count"] for row in
               lake.read(bronze_table(spec.source), partition_filters=[("batch_date", "=", batch_date)])
@@ -97,9 +97,9 @@ def record_files(lake: Lake, spec: SourceSpec, files: list[LandingFile], extras:
     rows = [(batch_date, spec.source, f.name, f.format, int(counts.get(f.name, 0)), extras.get(f.name, []),
              run_id, ingested_at) for f in files]
     frame = lake.spark.createDataFrame(rows, LANDING_FILES_SCHEMA)
-    lake.replace_partitions(frame, LANDING_FILES,
-                            [("batch_date", "=", batch_date), ("source", "=", spec.source)],
-                            partition_by=["batch_date", "source"], metadata={"run_id": run_id})
+    return lake.replace_partitions(frame, LANDING_FILES,
+                                   [("batch_date", "=", batch_date), ("source", "=", spec.source)],
+                                   partition_by=["batch_date", "source"], metadata={"run_id": run_id}).rows_added
 
 
 def run(ctx: RunContext) -> dict[str, int]:
@@ -128,7 +128,8 @@ def run(ctx: RunContext) -> dict[str, int]:
             if columns:
                 log.warning("%s: extra columns kept in bronze.%s: %s", file_name, name, ", ".join(columns))
         written[bronze_table(name)] = write_bronze(ctx.lake, frame, name, ctx.business_date, ctx.run_id)
-        record_files(ctx.lake, spec, files, extras, ctx.business_date, ctx.run_id, ingested_at)
+        written[LANDING_FILES] = written.get(LANDING_FILES, 0) + record_files(
+            ctx.lake, spec, files, extras, ctx.business_date, ctx.run_id, ingested_at)
     if problems:
         raise InputError(f"ingest {ctx.business_date}: " + "; ".join(problems),
                          hint="fix or deliver the landing batch and rerun; sources that were complete "
