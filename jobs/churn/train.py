@@ -42,21 +42,23 @@ class Validation:
     column: str | None = None
     fraction: float | None = None
     seed: int = 0
+    hashed: tuple[str, ...] | None = None
 
     @classmethod
     def latest(cls, column: str) -> Validation:
         return cls(column=column)
 
     @classmethod
-    def random(cls, fraction: float, seed: int) -> Validation:
-        return cls(fraction=fraction, seed=seed)
+    def random(cls, fraction: float, seed: int, hashed: list[str] | None = None) -> Validation:
+        """A share of the rows chosen by a seeded hash of the `hashed` columns (default: all columns)."""
+        return cls(fraction=fraction, seed=seed, hashed=tuple(hashed) if hashed else None)
 
     def split(self, frame: DataFrame) -> tuple[DataFrame, DataFrame]:
         if self.column is not None:
             latest = frame.agg(F.max(self.column)).first()[0]
             return frame.where(F.col(self.column) < latest), frame.where(F.col(self.column) == latest)
         # A hash of the row's values, not rand(): the same rows validate however Spark partitions them.
-        share = (F.abs(F.xxhash64(*frame.columns, F.lit(self.seed))) % 1_000_000) / 1_000_000.0
+        share = (F.abs(F.xxhash64(*(self.hashed or frame.columns), F.lit(self.seed))) % 1_000_000) / 1_000_000.0
         return frame.where(share >= self.fraction), frame.where(share < self.fraction)
 
     def describe(self) -> str:
