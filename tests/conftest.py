@@ -24,6 +24,7 @@ TEST_SPARK_CONF = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """`make test` runs two pytest-xdist workers (--dist loadgroup). A group runs on one worker, so
     each expensive fixture is built once: the tests sharing the generated pipeline run form one group,

@@ -145,3 +145,13 @@ def test_train_model_bank_marketing_sample_auc_matches_sklearn(spark, churn_sett
     assert "duration" not in table.columns
     assert result.metrics["roc_auc"] == pytest.approx(roc_auc_score(rows[LABEL], rows[PROBABILITY]), abs=1e-9)
     assert result.metrics["roc_auc"] > 0.75
+
+
+def test_evaluate_twenty_rows_gives_hand_computed_decile_lifts(spark):
+    # 20 rows ranked by p: deciles of 2 rows; positives at ranks 1, 2 (decile 1), 3 (decile 2), 20 (decile 10).
+    ys = [1, 1, 1] + [0] * 16 + [1]
+    frame = spark.createDataFrame([(1.0 - i / 20, y) for i, y in enumerate(ys)], "p double, y int")
+    metrics = evaluate(frame, "y", "p", 0.1)
+    base_rate = 4 / 20
+    lifts = [metrics[f"lift_decile_{d}"] for d in range(1, 11)]
+    assert lifts == pytest.approx([1.0 / base_rate, 0.5 / base_rate] + [0.0] * 7 + [0.5 / base_rate])

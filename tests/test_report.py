@@ -19,6 +19,7 @@ def test_report_when_pipeline_ran_has_every_section_and_no_remote_resource(pipel
         assert f">{title}</h2>" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.count("<img src='data:image/png;base64,") >= 6
+    assert "alt='churn lift chart'" in page    # the champion's validation lift by score decile
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by .ci/run")

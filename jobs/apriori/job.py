@@ -54,7 +54,7 @@ def customer_baskets(lake: Lake, as_of: date, settings: AprioriSettings) -> Data
     return assemble_baskets(features, *frames)
 
 
-def _replace(lake: Lake, frame: DataFrame, name: str, as_of: date, run_id: str) -> int:
+def replace_as_of(lake: Lake, frame: DataFrame, name: str, as_of: date, run_id: str) -> int:
     dated = frame.withColumn("as_of_date", F.lit(as_of).cast("date"))
     result = lake.replace_partitions(dated, name, [("as_of_date", "=", as_of)], partition_by=["as_of_date"],
                                      metadata={"run_id": run_id, "job": "apriori"})
@@ -91,9 +91,9 @@ def run(ctx: RunContext) -> dict[str, int]:
             candidates = cross_sell_candidates(baskets, mining.rules, cross_sell.top_n, cross_sell.min_lift,
                                                cross_sell.lift_weight).persist()
             written = {
-                ITEMSETS: _replace(lake, mining.itemsets, ITEMSETS, as_of, ctx.run_id),
-                RULES: _replace(lake, mining.rules, RULES, as_of, ctx.run_id),
-                CANDIDATES: _replace(lake, candidates, CANDIDATES, as_of, ctx.run_id),
+                ITEMSETS: replace_as_of(lake, mining.itemsets, ITEMSETS, as_of, ctx.run_id),
+                RULES: replace_as_of(lake, mining.rules, RULES, as_of, ctx.run_id),
+                CANDIDATES: replace_as_of(lake, candidates, CANDIDATES, as_of, ctx.run_id),
             }
             tags = tags_from_columns(candidates.where(F.col("rank") == 1),
                                      {"recommended_product": "product_type"}, "model")

@@ -186,9 +186,10 @@ def predict(model: PipelineModel, profile: ScoringProfile, frame: DataFrame) -> 
 # ---------------------------------------------------------------- metrics
 
 def evaluate(scored: DataFrame, label_col: str, probability_col: str, top_fraction: float) -> dict[str, float]:
-    """ROC AUC, PR AUC, Brier score, and lift and capture in the top `top_fraction` by probability.
+    """ROC AUC, PR AUC, Brier score, lift and capture in the top `top_fraction` by probability, and the
+    lift of each score decile (`lift_decile_1` = the riskiest tenth; the report's lift chart).
 
-    Ties at the top-share boundary are broken towards label 0, so lift and capture never flatter.
+    Ties at the top-share and decile boundaries are broken towards label 0, so lifts never flatter.
     """
     rows = scored.select(F.col(label_col).cast("double").alias("y"),
                          F.col(probability_col).cast("double").alias("p"))
@@ -203,10 +204,13 @@ def evaluate(scored: DataFrame, label_col: str, probability_col: str, top_fracti
     top_n = max(1, math.ceil(n * top_fraction))
     ranked = rows.orderBy(F.col("p").desc(), F.col("y").asc()).rdd.zipWithIndex()
     top_positives = ranked.filter(lambda pair: pair[1] < top_n).map(lambda pair: pair[0]["y"]).sum()
+    by_decile = (ranked.map(lambda pair: (pair[1] * 10 // n + 1, (pair[0]["y"], 1)))
+                 .reduceByKey(lambda a, b: (a[0] + b[0], a[1] + b[1])).collectAsMap())
     base_rate = positives / n
     return {"roc_auc": roc_auc, "pr_auc": pr_auc, "brier": counts["brier"],
             "top_lift": (top_positives / top_n) / base_rate, "top_capture": top_positives / positives,
-            "base_rate": base_rate, "rows": float(n)}
+            "base_rate": base_rate, "rows": float(n),
+            **{f"lift_decile_{d}": (hits / size) / base_rate for d, (hits, size) in sorted(by_decile.items())}}
 
 
 # ---------------------------------------------------------------- explanation

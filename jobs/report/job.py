@@ -167,11 +167,11 @@ def _churn_model_metrics(settings) -> str:
     metrics = run.data.metrics
     parts = [f"<p>Champion: churn_model version {html.escape(str(version.version))} (run "
              f"{html.escape(run.info.run_id[:8])}).</p>",
-             _table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
-                     if not k.startswith("lift_decile_") and not k.startswith("capture_decile_")])]
-    deciles = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("lift_decile_"))
+             _table([{"metric": k, "value": v} for k, v in sorted(metrics.items()) if "_decile_" not in k])]
+    deciles = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("validation_lift_decile_"))
     if deciles:
-        parts.append(_image(charts.line_chart(deciles, {"lift": [metrics[f"lift_decile_{d}"] for d in deciles]},
+        lifts = [metrics[f"validation_lift_decile_{d}"] for d in deciles]
+        parts.append(_image(charts.line_chart(deciles, {"lift": lifts},
                                               "Lift by score decile (validation)", "decile (1 = riskiest)",
                                               "lift"), "churn lift chart"))
     return "\n".join(parts)
