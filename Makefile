@@ -27,7 +27,7 @@ run: demo-data
 	$(BIN)/crm-pipeline run --date latest
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobs tests benchmarks dags

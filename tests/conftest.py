@@ -24,16 +24,6 @@ TEST_SPARK_CONF = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    """`make test` runs two pytest-xdist workers (--dist loadgroup). A group runs on one worker, so
-    each expensive fixture is built once: the tests sharing the generated pipeline run form one group,
-    every other test file its own (for its module-scoped fixtures)."""
-    for item in items:
-        shares_pipeline = "pipeline_run" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("pipeline_run" if shares_pipeline else item.path.name))
-
-
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -73,8 +74,15 @@ def _lake_row_counts(lake_root: Path) -> dict[str, int]:
     return counts
 
 
-def test_airflow_dags_test_when_run_twice_writes_outbox_and_report_and_changes_no_counts(tmp_path):
-    business_date = "2026-06-30"
+def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_changes_no_counts(
+        pipeline_run, tmp_path):
+    """A real `airflow dags test` of crm_nightly reruns the date of the shared pipeline run (every
+    nightly stage through the same entry points) on a copy of its landing zone and lake, without its
+    outbox and report: they must be the DAG's doing, and the lake's row counts must not move."""
+    settings, _, _, day = pipeline_run
+    business_date = day.isoformat()
+    shutil.copytree(settings.lake.root, tmp_path / "lake")
+    shutil.copytree(settings.landing.root, tmp_path / "landing")
     env = {**os.environ,
            "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
@@ -85,36 +93,24 @@ def test_airflow_dags_test_when_run_twice_writes_outbox_and_report_and_changes_n
            "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
            "CRM_SCHEDULING__CRM_PIPELINE": str(VENV_BIN / "crm-pipeline"),
            "CRM_SPARK__CONF__spark.sql.shuffle.partitions": "2",
-           # a failed task must fail the run at once (`dags test` would sit out the retry delay), and
-           # 400 customers hold fewer churners than the production minimum per class
-           "CRM_SCHEDULING__RETRIES": "0",
-           "CRM_CHURN__TRAINING__MIN_CLASS_ROWS": "5",
+           "CRM_SCHEDULING__RETRIES": "0",  # a failed task fails the run at once, no retry delay
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    subprocess.run([str(VENV_BIN / "crm-pipeline"), "generate", "--customers", "400", "--months", "12",
-                    "--end-date", business_date, "--seed", "3", "--landing", str(tmp_path / "landing")],
-                   env=env, check=True, capture_output=True)
+    first = _lake_row_counts(tmp_path / "lake")
+    assert first["silver.transactions"] > 0 and first["gold.churn_scores"] > 0
+
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    done = subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", "crm_nightly", business_date],
+                          env=env, capture_output=True, text=True)
+    log = done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, log
+    # `dags test` can exit 0 with failed tasks; the metadata database records what really happened
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+        (run_id, state), = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'crm_nightly'")
+        tasks = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)))
+    assert state == "success" and len(tasks) == 9 and set(tasks.values()) == {"success"}, (tasks, log)
 
-    def dags_test() -> None:
-        done = subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", "crm_nightly", business_date],
-                              env=env, capture_output=True, text=True)
-        log = done.stdout[-4000:] + done.stderr[-4000:]
-        assert done.returncode == 0, log
-        # `dags test` can exit 0 with failed tasks; the metadata database records what really happened
-        with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
-            run_id, state = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = 'crm_nightly' "
-                                       "ORDER BY id DESC LIMIT 1").fetchone()
-            tasks = dict(db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)))
-        assert state == "success" and set(tasks.values()) == {"success"}, (tasks, log)
-        assert len(tasks) == 9, tasks
-
-    dags_test()
     manifest = tmp_path / "outbox" / business_date / "manifest.json"
     assert manifest.is_file() and (tmp_path / "outbox" / business_date / "_SUCCESS").is_file()
     assert json.loads(manifest.read_text())["files"] is not None
     assert (tmp_path / "reports" / business_date / "index.html").is_file()
-    first = _lake_row_counts(tmp_path / "lake")
-    assert first["silver.transactions"] > 0 and first["gold.customer_features"] > 0
-
-    dags_test()
     assert _lake_row_counts(tmp_path / "lake") == first
