@@ -1,43 +1,20 @@
-"""Clean on the generator's dirty data: the quarantine holds exactly the injected rows, per reason.
+"""Ingest and clean on the generator's dirty data, in the shared nightly pipeline run (`pipeline_run`).
 
 The generator adds EXTRA rows with exactly one defect each and writes their counts to dirty_counts.json
-beside the landing zone (its truth, independent of the clean job). Two batches (the initial load and
-one daily batch) so re-sent transactions also cross dates.
+beside the landing zone (its truth, independent of the clean job). Re-sent transactions across batch
+dates are covered by the handmade two-batch scenario in test_clean.py.
 """
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
 import pyarrow.csv as pacsv
-import pytest
 from pyspark.sql import functions as F
 
-from jobs.common.config import load_settings
-from jobs.common.context import RunContext
 from jobs.common.contract import load_contract
-from jobs.generate.generator import generate
-from jobs.stages import load_stage
 
-END = date(2026, 6, 30)
 PII_FIELDS = ("full_name", "id_number", "phone", "email")
-
-
-@pytest.fixture(scope="module")
-def generated(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("generated")
-    settings = load_settings(env={"CRM_LAKE__ROOT": str(root / "lake"),
-                                  "CRM_LANDING__ROOT": str(root / "landing")})
-    summary = generate(customers=150, months=2, end_date=END, seed=3, landing=root / "landing",
-                       daily_batches=1, dirty_rate=0.02, settings=settings)
-    ctx = None
-    for day in summary.batches:
-        ctx = RunContext(settings, date.fromisoformat(day), spark_session=spark)
-        load_stage("ingest")(ctx)
-        load_stage("clean")(ctx)
-    truth = json.loads((root / "landing.truth" / "dirty_counts.json").read_text())
-    return ctx.lake, truth, root / "landing", summary.batches
 
 
 def quarantine_counts(lake) -> dict[str, dict[str, int]]:
@@ -69,18 +46,9 @@ def pii_cells(lake, tables: list[str], values: set[str]) -> dict[str, int]:
     return found
 
 
-def test_clean_generated_dirty_rows_quarantined_exactly_per_source_and_reason(generated):
-    lake, truth, _, batches = generated
-
-    expected = {source: truth.get(source, {}) for source in load_contract()}
-
-    assert len(batches) == 2
-    assert quarantine_counts(lake) == expected
-    assert sum(truth["transactions"].values()) > 0
-
-
-def test_clean_generated_every_source_and_batch_reconciles(generated):
-    lake, _, _, batches = generated
+def test_pipeline_every_source_and_batch_reconciles(pipeline_run):
+    _, lake, _, day = pipeline_run
+    batches = [day.isoformat()]
 
     audit = lake.read("ops.batch_audit").collect()
 
@@ -97,27 +65,15 @@ def test_clean_generated_every_source_and_batch_reconciles(generated):
             k: v for k, v in bronze.items() if k[0] == source and v}
 
 
-def test_clean_generated_extra_columns_reported_as_the_generator_wrote_them(generated):
-    lake, truth, _, _ = generated
+def test_pipeline_extra_columns_reported_as_the_generator_wrote_them(pipeline_run):
+    _, lake, truth_dir, _ = pipeline_run
+    truth = json.loads((truth_dir / "dirty_counts.json").read_text())
 
     reported = {}
     for row in lake.read("ops.landing_files").where(F.size("extra_columns") > 0).collect():
         reported.setdefault(row["source"], set()).update(row["extra_columns"])
 
     assert reported == {s: set(cols) for s, cols in truth["extra_columns"].items()}
-
-
-def test_clean_generated_pii_absent_from_every_silver_table_but_customer_pii(generated):
-    lake, _, landing, _ = generated
-    values = delivered_pii(landing)
-    values |= {r[f] for r in lake.read("silver.customer_pii").collect() for f in PII_FIELDS if r[f]}
-    tables = [t for t in lake.tables() if t.startswith(("silver.", "gold.")) and t != "silver.customer_pii"]
-
-    found = pii_cells(lake, tables, values)
-
-    assert len(values) > 400
-    assert set(found) >= {f"silver.{s}" for s in load_contract()}
-    assert found == {t: 0 for t in tables}
 
 
 def test_pipeline_pii_absent_from_silver_and_gold_tables(pipeline_run):
@@ -138,4 +94,5 @@ def test_pipeline_quarantine_equals_the_injected_rows(pipeline_run):
     _, lake, truth_dir, _ = pipeline_run
     truth = json.loads((truth_dir / "dirty_counts.json").read_text())
 
+    assert sum(truth["transactions"].values()) > 0
     assert quarantine_counts(lake) == {source: truth.get(source, {}) for source in load_contract()}
