@@ -11,6 +11,9 @@ import sys
 from pyspark.sql import SparkSession
 
 from jobs.common.config import Settings
+from jobs.common.paths import CONF_DIR
+
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def _submitted_by_spark_submit() -> bool:
@@ -29,6 +32,9 @@ def get_spark(settings: Settings, app_name: str | None = None,
         # Python workers default to `python3` on PATH, which for an un-activated virtualenv is
         # another interpreter without the pipeline's packages: use the driver's own.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # The JVM this process starts logs errors only (conf/log4j2.properties), not Spark's warnings.
+        builder = builder.config(DRIVER_JAVA_OPTIONS,
+                                 f"-Dlog4j2.configurationFile={CONF_DIR / 'log4j2.properties'}")
     for key, value in {**settings.spark.conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
