@@ -63,7 +63,7 @@ def shared_data() -> Path:
 # One generated bank, run once through the whole nightly pipeline and shared by the tests that check
 # the jobs against the generator's planted truth (archetypes, churners, rules, dirty rows).
 PIPELINE_CUSTOMERS = 1500
-PIPELINE_END_DATE = "2026-06-30"
+PIPELINE_END_DATE = "2026-10-31"
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +84,7 @@ def pipeline_run(spark, tmp_path_factory):
     }
     pipeline_settings = load_settings(env=env)
     business_date = date.fromisoformat(PIPELINE_END_DATE)
-    generate(customers=PIPELINE_CUSTOMERS, months=12, end_date=business_date, seed=11,
+    generate(customers=PIPELINE_CUSTOMERS, months=12, end_date=business_date, seed=7,
              landing=root / "landing", daily_batches=0, dirty_rate=0.01, settings=pipeline_settings)
     ctx = RunContext(pipeline_settings, business_date, spark_session=spark, train_if_missing=True)
     for name in NIGHTLY:

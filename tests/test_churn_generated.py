@@ -1,6 +1,6 @@
 """The first nightly run on a new lake over generated data: churn-score trains a first model, then scores.
 
-The shared `pipeline_run` (1,500 customers x 12 months, seed 11, business date D = 2026-06-30) ran every
+The shared `pipeline_run` (1,500 customers x 12 months, seed 7, business date D = 2026-10-31) ran every
 nightly stage on a new lake. The generator's ground truth (`landing.truth/customers.csv`, churn_date per
 planted churner) checks the labels and the ranking independently of the pipeline's own label definition.
 """

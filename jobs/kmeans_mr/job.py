@@ -151,7 +151,7 @@ def _log_run(ctx: RunContext, conf: KMeansSettings, model: SegmentModel, trainin
     with mlflow.start_run(run_name=f"kmeans-fit {ctx.business_date} {model.version}") as run:
         mlflow.set_tags({"model_version": model.version, "as_of_date": ctx.business_date.isoformat(),
                          "pipeline_run_id": ctx.run_id})
-        mlflow.log_params({"k": conf.k, "chosen_k": training.k, "seed": conf.seed,
+        mlflow.log_params({"k": conf.k, "chosen_k": training.k, "seed": conf.seed, "restarts": conf.restarts,
                            "max_iter": conf.max_iter, "tol": conf.tol, "prune": conf.prune,
                            "features": ",".join(conf.columns),
                            "kmeans_pp_max_points": conf.init.kmeans_pp_max_points,

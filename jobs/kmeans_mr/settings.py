@@ -46,6 +46,7 @@ class KMeansSettings(Section):
     k: int | Literal["auto"]
     auto_k: AutoK
     seed: int
+    restarts: int
     max_iter: int
     tol: float
     prune: bool
@@ -69,8 +70,8 @@ class KMeansSettings(Section):
             raise ValueError(f"k must be at least 2 or 'auto' (got {self.k})")
         if not 2 <= self.auto_k.min_k < self.auto_k.max_k:
             raise ValueError("auto_k: need 2 <= min_k < max_k")
-        if self.max_iter < 1 or self.tol < 0:
-            raise ValueError("max_iter must be >= 1 and tol >= 0")
+        if self.max_iter < 1 or self.tol < 0 or self.restarts < 1:
+            raise ValueError("max_iter and restarts must be >= 1 and tol >= 0")
         return self
 
     @property

@@ -1,6 +1,9 @@
 """Training: initial centres + Lloyd iterations for a fixed k, or the choice of k over a range.
 
-Automatic k (kmeans.k: auto): every k of `auto_k` is fitted (same seed). The elbow is the k whose point
+K-means finds a local optimum that depends on its start, so every k is fitted from `restarts` seeded
+starts (restart r draws with seed + r * RESTART_SEED_STEP) and the fit with the lowest cost is kept.
+
+Automatic k (kmeans.k: auto): every k of `auto_k` is fitted. The elbow is the k whose point
 of the cost curve lies farthest below the straight line from the first to the last point (both axes
 scaled to 0..1). The silhouette of each fit is computed on a seeded sample of customers. The chosen k is
 the one with the highest silhouette among the elbow and its two neighbours (the smaller k on a tie):
@@ -20,6 +23,7 @@ from jobs.kmeans_mr.mapreduce import Fit, collect_blocks, fit_kmeans
 from jobs.kmeans_mr.settings import KMeansSettings
 
 _SILHOUETTE_SAMPLE = 3_000  # splitmix64 stream of the silhouette sample
+RESTART_SEED_STEP = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,18 @@ class Training:
 
 def train(blocks: RDD, conf: KMeansSettings, points: int) -> Training:
     ks = [conf.k] if conf.k != "auto" else list(range(conf.auto_k.min_k, conf.auto_k.max_k + 1))
-    starts = initial_centres(blocks, ks, conf.seed, points, conf.init.kmeans_pp_max_points,
-                             conf.init.parallel_rounds, conf.init.oversampling, conf.init.local_restarts)
+    starts = [initial_centres(blocks, ks, conf.seed + r * RESTART_SEED_STEP, points,
+                              conf.init.kmeans_pp_max_points, conf.init.parallel_rounds,
+                              conf.init.oversampling, conf.init.local_restarts)
+              for r in range(conf.restarts)]
+    fits = {k: min((fit_kmeans(blocks, start[k], conf.max_iter, conf.tol, conf.prune) for start in starts),
+                   key=lambda fit: fit.cost)
+            for k in ks}
     if conf.k != "auto":
-        return Training(conf.k, fit_kmeans(blocks, starts[conf.k], conf.max_iter, conf.tol, conf.prune))
+        return Training(conf.k, fits[conf.k])
     sample = sample_points(blocks, conf.auto_k.silhouette_sample, points, conf.seed)
-    fits: dict[int, Fit] = {}
     curve = []
     for k in ks:
-        fits[k] = fit_kmeans(blocks, starts[k], conf.max_iter, conf.tol, conf.prune)
         labels, _ = nearest_two(sample.T, np.einsum("ij,ij->i", sample, sample), fits[k].centres)
         curve.append(CurvePoint(k, fits[k].cost, silhouette(sample, labels), fits[k].iterations))
     k = choose_k(curve)
