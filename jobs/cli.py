@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.root.handlers:
         handler.setLevel(level)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true" if args.verbose else "false")
     try:
         settings = load_settings(args.conf)
         return args.handler(args, settings)

@@ -97,6 +97,7 @@ def score(ctx: RunContext) -> dict[str, int]:
     """Score the day's customer features with the champion into gold.churn_scores and churn_band tags."""
     settings: ChurnSettings = ctx.settings.job("churn")
     registry = settings.registry
+    ctx.spark  # noqa: B018 - loading a Spark ML model from the registry needs an active session
     if ctx.train_if_missing:
         champion, written = ensure_champion(ctx)
     else:
