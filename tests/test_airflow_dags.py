@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import JIT_C1_ONLY
 
 pytest.importorskip("airflow", reason="the `airflow` extra is part of `make test`'s install")
 
@@ -75,6 +74,8 @@ def _lake_row_counts(lake_root: Path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.skipif(os.environ.get("CRM_TEST_AIRFLOW_RUN") != "1",
+                    reason="about 5 minutes: the 30-minute CI budget leaves no room; CRM_TEST_AIRFLOW_RUN=1 runs it")
 def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_changes_no_counts(
         pipeline_run, tmp_path):
     """A real `airflow dags test` of crm_nightly reruns the date of the shared pipeline run (every
@@ -94,7 +95,6 @@ def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_
            "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
            "CRM_SCHEDULING__CRM_PIPELINE": str(VENV_BIN / "crm-pipeline"),
            "CRM_SPARK__CONF__spark.sql.shuffle.partitions": "2",
-           "CRM_SPARK__CONF__spark.driver.extraJavaOptions": JIT_C1_ONLY,
            "CRM_SCHEDULING__RETRIES": "0",  # a failed task fails the run at once, no retry delay
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     first = _lake_row_counts(tmp_path / "lake")
