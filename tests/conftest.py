@@ -36,16 +36,22 @@ def spark() -> SparkSession:
     session.stop()
 
 
+def roots_env(root: Path) -> dict[str, str]:
+    """CRM_* variables putting the lake, landing, outbox and report roots under `root`."""
+    return {f"CRM_{section.upper()}__ROOT": str(root / section)
+            for section in ("lake", "landing", "outbox", "reports")}
+
+
 @pytest.fixture
-def settings(tmp_path):
+def settings_with(tmp_path):
+    """Settings with the roots in the test's temporary folder plus further CRM_* overrides."""
+    return lambda **overrides: load_settings(env={**roots_env(tmp_path), **overrides})
+
+
+@pytest.fixture
+def settings(settings_with):
     """Settings whose lake, landing, outbox and report roots live in the test's temporary folder."""
-    env = {
-        "CRM_LAKE__ROOT": str(tmp_path / "lake"),
-        "CRM_LANDING__ROOT": str(tmp_path / "landing"),
-        "CRM_OUTBOX__ROOT": str(tmp_path / "outbox"),
-        "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
-    }
-    return load_settings(env=env)
+    return settings_with()
 
 
 @pytest.fixture
@@ -76,13 +82,7 @@ def pipeline_run(spark, tmp_path_factory):
     from jobs.stages import NIGHTLY, load_stage
 
     root = tmp_path_factory.mktemp("pipeline")
-    env = {
-        "CRM_LAKE__ROOT": str(root / "lake"),
-        "CRM_LANDING__ROOT": str(root / "landing"),
-        "CRM_OUTBOX__ROOT": str(root / "outbox"),
-        "CRM_REPORTS__ROOT": str(root / "reports"),
-    }
-    pipeline_settings = load_settings(env=env)
+    pipeline_settings = load_settings(env=roots_env(root))
     business_date = date.fromisoformat(PIPELINE_END_DATE)
     generate(customers=PIPELINE_CUSTOMERS, months=12, end_date=business_date, seed=7,
              landing=root / "landing", daily_batches=0, dirty_rate=0.01, settings=pipeline_settings)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import roots_env
 
 pytest.importorskip("airflow", reason="the `airflow` extra is part of `make test`'s install")
 
@@ -85,14 +86,10 @@ def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_
     business_date = day.isoformat()
     shutil.copytree(settings.lake.root, tmp_path / "lake")
     shutil.copytree(settings.landing.root, tmp_path / "landing")
-    env = {**os.environ,
+    env = {**os.environ, **roots_env(tmp_path),
            "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-           "CRM_LAKE__ROOT": str(tmp_path / "lake"),
-           "CRM_LANDING__ROOT": str(tmp_path / "landing"),
-           "CRM_OUTBOX__ROOT": str(tmp_path / "outbox"),
-           "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
            "CRM_SCHEDULING__CRM_PIPELINE": str(VENV_BIN / "crm-pipeline"),
            "CRM_SPARK__CONF__spark.sql.shuffle.partitions": "2",
            "CRM_SCHEDULING__RETRIES": "0",  # a failed task fails the run at once, no retry delay

@@ -78,14 +78,10 @@ def write_features(spark, lake, frame: pd.DataFrame) -> None:
 
 
 @pytest.fixture
-def settings(tmp_path):
-    """The shared test settings with one start per k: these tests are about the wiring (the generated
-    bank's test runs the shipped restarts)."""
-    return load_settings(env={"CRM_LAKE__ROOT": str(tmp_path / "lake"),
-                              "CRM_LANDING__ROOT": str(tmp_path / "landing"),
-                              "CRM_OUTBOX__ROOT": str(tmp_path / "outbox"),
-                              "CRM_REPORTS__ROOT": str(tmp_path / "reports"),
-                              "CRM_KMEANS__RESTARTS": "1"})
+def settings(settings_with):
+    """One start per k: these tests are about the wiring (the generated bank's test runs the shipped
+    restarts)."""
+    return settings_with(CRM_KMEANS__RESTARTS="1")
 
 
 def segments_of(lake, day: date) -> pd.DataFrame:
@@ -161,11 +157,10 @@ def test_assign_with_a_model_uses_its_stored_centres(spark, settings, lake, day_
     np.testing.assert_allclose(segments["distance"], np.sqrt(d2.min(axis=1)), rtol=1e-9)
 
 
-def test_fit_again_with_another_seed_keeps_segment_ids(spark, settings, lake, day_1):
+def test_fit_again_with_another_seed_keeps_segment_ids(spark, settings, settings_with, lake, day_1):
     job.fit(RunContext(settings, DAY_1, run_id="week1", spark_session=spark))
     first = segments_of(lake, DAY_1)
-    reseeded = load_settings(env={"CRM_LAKE__ROOT": settings.lake.root, "CRM_KMEANS__SEED": "99",
-                                  "CRM_KMEANS__RESTARTS": "1"})
+    reseeded = settings_with(CRM_KMEANS__SEED="99", CRM_KMEANS__RESTARTS="1")
     job.fit(RunContext(reseeded, DAY_1, run_id="week2", spark_session=spark))
     second = segments_of(lake, DAY_1)
 

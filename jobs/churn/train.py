@@ -202,15 +202,17 @@ def evaluate(scored: DataFrame, label_col: str, probability_col: str, top_fracti
     roc_auc = evaluator.setMetricName("areaUnderROC").evaluate(rows)
     pr_auc = evaluator.setMetricName("areaUnderPR").evaluate(rows)
     top_n = max(1, math.ceil(n * top_fraction))
-    ranked = rows.orderBy(F.col("p").desc(), F.col("y").asc()).rdd.zipWithIndex()
-    top_positives = ranked.filter(lambda pair: pair[1] < top_n).map(lambda pair: pair[0]["y"]).sum()
-    by_decile = (ranked.map(lambda pair: (pair[1] * 10 // n + 1, (pair[0]["y"], 1)))
-                 .reduceByKey(lambda a, b: (a[0] + b[0], a[1] + b[1])).collectAsMap())
+    # One pass over the ranking: per decile (positives, rows, positives within the top share).
+    by_decile = (rows.orderBy(F.col("p").desc(), F.col("y").asc()).rdd.zipWithIndex()
+                 .map(lambda pair: (pair[1] * 10 // n + 1,
+                                    (pair[0]["y"], 1, pair[0]["y"] if pair[1] < top_n else 0.0)))
+                 .reduceByKey(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2])).collectAsMap())
+    top_positives = sum(top for _, _, top in by_decile.values())
     base_rate = positives / n
     return {"roc_auc": roc_auc, "pr_auc": pr_auc, "brier": counts["brier"],
             "top_lift": (top_positives / top_n) / base_rate, "top_capture": top_positives / positives,
             "base_rate": base_rate, "rows": float(n),
-            **{f"lift_decile_{d}": (hits / size) / base_rate for d, (hits, size) in sorted(by_decile.items())}}
+            **{f"lift_decile_{d}": (hits / size) / base_rate for d, (hits, size, _) in sorted(by_decile.items())}}
 
 
 # ---------------------------------------------------------------- explanation
