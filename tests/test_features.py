@@ -272,12 +272,22 @@ def test_build_features_handmade_data_balances_and_trends_by_hand(handmade):
     slope = sum((x - 2.5) * y for x, y in enumerate(points)) / 17.5
     expected = {
         "end_balance": 24500 + 2005.0,
-        "avg_balance_90d": last_90 / 90,
+        "avg_balance_90d": round(last_90 / 90, 2),  # money in cents
         "balance_trend_90d": (last_90 - before_90) / (last_90 + before_90),
-        "balance_slope_monthly": slope,
+        "balance_slope_monthly": round(slope, 2),
     }
     assert {k: c1[k] for k in expected} == pytest.approx(expected)
     assert slope == pytest.approx(80262.5 / 17.5)
+
+
+def test_build_features_money_features_when_sums_have_fractions_of_a_cent_are_whole_cents(handmade):
+    settings, _, _, customers = handmade
+    money = [e.name for e in settings.job("features").catalog if e.unit.startswith("CUR")]
+    # C1's average balance is 21,040.0555... before rounding
+    assert customers["C1"]["avg_balance_90d"] == 21040.06
+    fractional = {(c, name): row[name] for c, row in customers.items() for name in money
+                  if row[name] is not None and round(row[name] * 100) != row[name] * 100}
+    assert fractional == {}
 
 
 def test_build_features_handmade_data_holdings_aum_and_loans_by_hand(handmade):
@@ -308,7 +318,7 @@ def test_build_features_handmade_data_salary_engagement_campaigns_revenue_by_han
         "app_logins_90d": 3, "wealth_page_views_90d": 1, "product_page_views_90d": 1, "app_active_days_90d": 2,
         "campaign_contacts_365d": 2, "campaign_responses_365d": 1, "campaign_response_rate": 0.5,
         # fee t09 + 1.5 % of the average deposit balance + 0.8 % of investments + 2.5 % of the loan
-        "revenue_annual": 10 + 0.015 * last_90 / 90 + 0.008 * 55000 + 0.025 * 8000,
+        "revenue_annual": round(10 + 0.015 * last_90 / 90 + 0.008 * 55000 + 0.025 * 8000, 2),
         "lifecycle_stage": "growth",  # tenure 29 months, transactions +50 %
     }
     assert {k: c1[k] for k in expected} == pytest.approx(expected)

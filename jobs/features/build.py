@@ -21,7 +21,7 @@ from jobs.common.config import Settings
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
-from jobs.features.catalog import conform, with_fills
+from jobs.features.catalog import conform, with_fills, with_money_in_cents
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
 from jobs.features.settings import FeatureSettings
 
@@ -365,6 +365,7 @@ def assemble_features(inputs: Inputs, as_of: AsOf, conf: FeatureSettings) -> Dat
             .withColumn("as_of_date", F.lit(as_of.date))
             .transform(with_fills, conf.catalog)
             .transform(derived_values, conf)
+            .transform(with_money_in_cents, conf.catalog)
             .transform(with_lifecycle_stage, conf))
 
 

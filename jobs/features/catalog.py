@@ -42,6 +42,17 @@ def with_fills(frame: DataFrame, catalog: Sequence[CatalogEntry]) -> DataFrame:
     return frame.withColumns(fills)
 
 
+def with_money_in_cents(frame: DataFrame, catalog: Sequence[CatalogEntry]) -> DataFrame:
+    """Round the money features (unit CUR...) to cents.
+
+    Sums of doubles differ in their last bits with summation order, so two runs of the same date could
+    put a customer on either side of a tied percentile or rule threshold; cents make reruns identical.
+    """
+    money = {entry.name: F.round(entry.name, 2) for entry in catalog
+             if entry.unit.startswith("CUR") and entry.name in frame.columns}
+    return frame.withColumns(money)
+
+
 def conform(frame: DataFrame, catalog: Sequence[CatalogEntry]) -> DataFrame:
     """Select the catalog's columns in its order, cast to its types and apply its literal fills."""
     documented = [entry.name for entry in catalog]
