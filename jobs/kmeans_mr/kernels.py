@@ -28,8 +28,10 @@ _SLACK_ULPS = 2.0 ** -53
 # A point is pruned only if u < (1 - margin) * max(l, s) - margin * (drift so far): the bounds' rounding
 # is below 1e-13 relative for any sane number of iterations, so pruning cannot flip a near tie.
 PRUNE_MARGIN = 1e-9
-# Rows handled at once: keeps the (rows x k) temporaries of the kernels in the CPU caches.
+# Points handled at once: keeps the temporaries of the kernels in the CPU caches. `nearest_two` takes
+# _CELLS // k points at a time, so that its (k x points) estimates stay the same size whatever k.
 _CHUNK = 16384
+_CELLS = 2 ** 18
 
 
 @dataclass
@@ -103,47 +105,84 @@ def exact_sq_distances(columns: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 def own_sq_distances(columns: np.ndarray, centres: np.ndarray, assignment: np.ndarray) -> np.ndarray:
     """(m,) exact squared distance of each point to its assigned centre (bitwise as above)."""
-    acc = np.zeros(columns.shape[1])
-    for j in range(columns.shape[0]):
-        diff = columns[j] - centres[:, j][assignment]
-        diff *= diff
-        acc += diff
-    return acc
+    m = columns.shape[1]
+    index = assignment.astype(np.intp, copy=False)  # take() would convert them on every call
+    centre_columns = np.ascontiguousarray(centres.T)
+    out = np.zeros(m)
+    buffer = np.empty(min(m, _CHUNK))
+    for start in range(0, m, _CHUNK):
+        stop = min(start + _CHUNK, m)
+        acc, diff, rows = out[start:stop], buffer[:stop - start], index[start:stop]
+        for j, centre_column in enumerate(centre_columns):
+            # The indices are valid; mode="clip" skips the slow per-index check of the default mode.
+            centre_column.take(rows, out=diff, mode="clip")
+            np.subtract(columns[j, start:stop], diff, out=diff)
+            diff *= diff
+            acc += diff
+    return out
 
 
 def nearest_two(columns: np.ndarray, sq_norms: np.ndarray,
                 centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each point's nearest centre (exact, lowest index on ties) and a lower bound on its distance to
-    every other centre."""
-    m, d = columns.shape[1], columns.shape[0]
+    every other centre.
+
+    Screening: one matrix product with the centres scaled by -2 (exact) gives g = |c|^2 - 2 x.c. The
+    estimate is g + |x|^2; as |x|^2 is the same for all centres of a point, it is only added to the
+    point's two smallest g. Every estimate of a point is within slack = (8 d + 32) 2^-53 (|x|^2 +
+    max |c|^2) of the exact distance (`_SLACK_ULPS`, with the largest centre norm), and rounding is
+    monotonic, so no other centre's estimate is below the runner-up's. Hence if runner-up - slack >
+    winner + slack (also as rounded: rounding cannot turn a <= into a >), the winner is the unique
+    exact nearest and runner-up - slack bounds every other exact distance. Otherwise (contested) the
+    exact distances decide, and their second smallest is the bound.
+    """
+    m, k = columns.shape[1], len(centres)
+    scaled = -2.0 * centres
     centre_sq_norms = np.einsum("ij,ij->i", centres, centres)
-    slack_factor = (8 * d + 32) * _SLACK_ULPS
+    slack_factor = (8 * columns.shape[0] + 32) * _SLACK_ULPS
+    widest = centre_sq_norms.max()
     nearest = np.empty(m, dtype=np.int32)
-    lower = np.empty(m)
-    for start in range(0, m, _CHUNK):
-        cols = columns[:, start:start + _CHUNK]
-        rows = np.arange(cols.shape[1])
-        scale = sq_norms[start:start + _CHUNK, None] + centre_sq_norms[None, :]
-        estimate = scale - 2.0 * (cols.T @ centres.T)
-        slack = slack_factor * scale
-        best = estimate.argmin(axis=1)
-        best_high = estimate[rows, best] + slack[rows, best]
-        low = estimate - slack
-        contested = np.flatnonzero((low <= best_high[:, None]).sum(axis=1) > 1)
+    lower_sq = np.empty(m)
+    chunk = max(1, _CELLS // k)
+    buffer = np.empty(k * min(m, chunk))
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        cols, point_sq_norms = columns[:, start:stop], sq_norms[start:stop]
+        # (k, points): the reductions over the centres then run along long rows.
+        estimate = np.matmul(scaled, cols, out=buffer[:k * (stop - start)].reshape(k, -1))
+        estimate += centre_sq_norms[:, None]
+        best, first, second = _two_smallest(estimate)
+        slack = slack_factor * (point_sq_norms + widest)
+        bound = np.subtract(second + point_sq_norms, slack, out=lower_sq[start:stop])
+        contested = np.flatnonzero(bound <= (first + point_sq_norms) + slack)
         if contested.size:
-            best[contested] = exact_sq_distances(cols[:, contested], centres).argmin(axis=1)
-        low[rows, best] = np.inf
-        nearest[start:start + _CHUNK] = best
-        lower[start:start + _CHUNK] = np.sqrt(np.maximum(low.min(axis=1), 0.0))
-    return nearest, lower
+            best[contested], _, bound[contested] = _two_smallest(
+                exact_sq_distances(cols[:, contested], centres).T)
+        nearest[start:stop] = best
+    return nearest, np.sqrt(np.maximum(lower_sq, 0.0, out=lower_sq), out=lower_sq)
+
+
+def _two_smallest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of `values` (k, points), which it overwrites: the index of the smallest entry (lowest
+    on ties), that entry, and the smallest of the others. Along axis 0, NumPy's reductions are long
+    vector operations; a row-wise argmin of a (rows, k) array would pay a call per point."""
+    first = np.minimum.reduce(values, axis=0)
+    # The lowest index of the smallest entry is the number of leading entries above it.
+    leading = np.greater(values, first)
+    for j in range(1, len(values)):
+        np.logical_and(leading[j], leading[j - 1], out=leading[j])
+    best = np.add.reduce(leading, axis=0, dtype=np.min_scalar_type(len(values)))
+    values[best, np.arange(values.shape[1])] = np.inf
+    return best, first, np.minimum.reduce(values, axis=0)
 
 
 def partial_sums(block: Block, assignment: np.ndarray, own: np.ndarray, k: int, distances: int,
                  reassigned: int) -> Partial:
+    index = assignment.astype(np.intp, copy=False)  # bincount() would convert it on every call
     sums = np.empty((k, block.columns.shape[0]))
     for j, column in enumerate(block.columns):
-        sums[:, j] = np.bincount(assignment, weights=column, minlength=k)
-    return Partial(np.bincount(assignment, minlength=k), sums, float(own.sum()), distances, reassigned)
+        sums[:, j] = np.bincount(index, weights=column, minlength=k)
+    return Partial(np.bincount(index, minlength=k), sums, float(own.sum()), distances, reassigned)
 
 
 def lloyd_step(block: Block, centres: np.ndarray) -> Partial:
@@ -167,18 +206,20 @@ def hamerly_step(block: Block, centres: np.ndarray, geometry: Geometry) -> tuple
     fastest = int(geometry.drift.argmax())
     runner_up = np.partition(geometry.drift, -2)[-2] if k > 1 else 0.0
     lower = block.lower - np.where(assignment == fastest, runner_up, geometry.drift[fastest])
-    bound = np.maximum(geometry.half_gaps[assignment], lower)
-    upper = np.sqrt(own)
-    open_ = np.flatnonzero(upper >= (1.0 - PRUNE_MARGIN) * bound - PRUNE_MARGIN * geometry.total_drift)
+    threshold = np.maximum(geometry.half_gaps.take(assignment, mode="clip"), lower)
+    threshold *= 1.0 - PRUNE_MARGIN
+    threshold -= PRUNE_MARGIN * geometry.total_drift
+    open_ = np.flatnonzero(np.sqrt(own) >= threshold)
     reassigned = 0
     if open_.size:
-        cols = block.columns[:, open_]
+        cols = block.columns.take(open_, axis=1, mode="clip")  # valid indices, as in own_sq_distances
         nearest, lower[open_] = nearest_two(cols, block.sq_norms[open_], centres)
-        moved = nearest != assignment[open_]
-        reassigned = int(moved.sum())
+        moved = np.flatnonzero(nearest != assignment[open_])
+        reassigned = moved.size
         if reassigned:
             assignment[open_[moved]] = nearest[moved]
-            own[open_[moved]] = own_sq_distances(cols[:, moved], centres, nearest[moved])
+            own[open_[moved]] = own_sq_distances(cols.take(moved, axis=1, mode="clip"), centres,
+                                                 nearest[moved])
     # Every point's own distance was computed; open points also every other one.
     distances = m + open_.size * (k - 1)
     new = Block(block.columns, block.sq_norms, block.keys, assignment, lower)
