@@ -50,6 +50,7 @@ def _run_stages(settings: Settings, business_date: date, names: list[str],
     from jobs.common.runlog import record_stage_run
 
     ctx = RunContext(settings, business_date, train_if_missing=train_if_missing)
+    ctx.spark  # noqa: B018 - the JVM's start-up notices print now, not across the first progress line
     print(f"run {ctx.run_id} for business date {business_date}: {', '.join(names)}", flush=True)
     started = time.monotonic()
     for name in names:
