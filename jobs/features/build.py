@@ -187,8 +187,7 @@ def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
                .join(F.broadcast(deposit_accounts), "account_id")
                .withColumn("day", F.greatest(F.col("txn_date"), F.lit(opening_day)))
                .groupBy("account_id", "customer_id", "close_date", "day")
-               .agg(F.max_by(F.col("balance_after").cast("double"), F.struct("txn_ts", "txn_id"))
-                    .alias("balance")))
+               .agg(F.max_by(F.col("balance_after"), F.struct("txn_ts", "txn_id")).alias("balance")))
     # A balance holds on [day, until): until the next transaction day, the close date or the day after D.
     next_day = F.lead("day").over(Window.partitionBy("account_id").orderBy("day"))
     until = F.least(F.coalesce(next_day, F.lit(after_d)), F.coalesce("close_date", F.lit(after_d)))
@@ -203,23 +202,28 @@ def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
     def balance_at(point: date) -> Column:
         return F.when((F.col("day") <= F.lit(point)) & (F.col("until") > F.lit(point)), F.col("balance"))
 
+    # Balances stay decimal until every sum is taken: exact sums do not depend on the order Spark adds
+    # them in, so a rerun cannot move an average across a half cent or a customer across a tier cut.
     # Least squares over equally spaced points x = 0..n-1: slope = sum((x - mean) * y) / sum((x - mean)^2),
-    # linear in y, so it can be summed account by account.
+    # taken per customer from the exact balance sums at the points.
     mean_x = (n_points - 1) / 2
     sxx = sum((x - mean_x) ** 2 for x in range(n_points)) or 1.0
     points = [as_of.date - timedelta(days=DAYS_PER_MONTH * (n_points - 1 - x)) for x in range(n_points)]
-    slope_terms = [F.coalesce(balance_at(p), F.lit(0.0)) * ((x - mean_x) / sxx) for x, p in enumerate(points)]
+    slope = sum((F.coalesce(F.col(f"_balance_{x}").cast("double"), F.lit(0.0)) * ((x - mean_x) / sxx)
+                 for x in range(n_points)), F.lit(0.0))
     before_last = as_of.first_day(recent) - timedelta(days=1)
     per_customer = (segments.groupBy("customer_id").agg(
         F.sum(balance_at(as_of.date)).alias("end_balance"),
         (F.sum(balance_days(as_of.first_day(recent), as_of.date)) / recent).alias(f"avg_balance_{recent}d"),
         (F.sum(balance_days(as_of.first_day(2 * recent), before_last)) / recent).alias("_avg_balance_before"),
-        F.sum(sum(slope_terms, F.lit(0.0))).alias("balance_slope_monthly"),
+        *[F.sum(balance_at(p)).alias(f"_balance_{x}") for x, p in enumerate(points)],
     ))
     return (per_customer
+            .withColumn("balance_slope_monthly", slope)
             .withColumn(f"balance_trend_{recent}d",
-                        symmetric_trend(F.col(f"avg_balance_{recent}d"), F.col("_avg_balance_before")))
-            .drop("_avg_balance_before"))
+                        symmetric_trend(F.col(f"avg_balance_{recent}d").cast("double"),
+                                        F.col("_avg_balance_before").cast("double")))
+            .drop("_avg_balance_before", *[f"_balance_{x}" for x in range(n_points)]))
 
 
 def salary_signals(transactions: DataFrame, as_of: AsOf, conf: FeatureSettings) -> DataFrame:
@@ -364,6 +368,8 @@ def assemble_features(inputs: Inputs, as_of: AsOf, conf: FeatureSettings) -> Dat
     return (frame
             .withColumn("as_of_date", F.lit(as_of.date))
             .transform(with_fills, conf.catalog)
+            # Cents before and after deriving: ratios and sums of money then repeat exactly on a rerun.
+            .transform(with_money_in_cents, conf.catalog)
             .transform(derived_values, conf)
             .transform(with_money_in_cents, conf.catalog)
             .transform(with_lifecycle_stage, conf))
