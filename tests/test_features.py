@@ -22,7 +22,7 @@ from jobs.common.context import RunContext
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
-from jobs.features.build import AsOf, build_features, salary_signals
+from jobs.features.build import AsOf, build_features, deposit_balances, local_date, salary_signals
 from jobs.features.catalog import conform
 from jobs.features.job import run
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
@@ -375,6 +375,23 @@ def test_salary_signals_salary_missing_for_two_months_flags_stopped(spark):
            for r in salary_signals(frame, as_of, settings.job("features")).collect()}
     # T's credits are below the minimum amount: no salary source at all
     assert got == {"S": (0, 1), "E": (1, 0)}
+
+
+def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_in_booking_order_closes(spark):
+    as_of = AsOf(D, "Asia/Shanghai")
+    transactions = (silver_frame(spark, "transactions", [
+        txn("b1", "A9", "C9", "2026-06-29T23:30:00", 50, "credit", "deposit", 50),
+        txn("b2", "A9", "C9", "2026-06-30T08:00:00", 949, "credit", "deposit", 999),
+        # same instant: the larger txn_id is booked last
+        txn("b4", "A9", "C9", "2026-06-30T09:00:00", 699, "debit", "withdrawal", 300),
+        txn("b3", "A9", "C9", "2026-06-30T09:00:00", 899, "debit", "withdrawal", 100),
+    ]).withColumn("txn_date", local_date(spark, "txn_ts", as_of.timezone)))
+    accounts = silver_frame(spark, "accounts", [
+        {"account_id": "A9", "customer_id": "C9", "account_type": "savings", "open_date": "2026-01-01",
+         "status": "open", "currency": "CNY", "updated_at": "2026-01-01T10:00:00"}])
+    row = deposit_balances(transactions, accounts, as_of, load_settings().job("features")).first()
+    # 06-29 closes at 50 (local date, though 06-29 15:30 UTC), D at 300 (b4 after b3 at the same instant)
+    assert (row["end_balance"], round(row["avg_balance_90d"], 2)) == (Decimal("300.00"), Decimal("3.89"))
 
 
 # ------------------------------------------------------------------ lifecycle and value tier

@@ -183,15 +183,19 @@ def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
     after_d = as_of.date + timedelta(days=1)
     deposit_accounts = (accounts.where(F.col("account_type").isin(conf.deposit_account_types))
                         .select("account_id", "close_date"))
-    closing = (transactions.where(F.col("balance_after").isNotNull())
-               .join(F.broadcast(deposit_accounts), "account_id")
-               .withColumn("day", F.greatest(F.col("txn_date"), F.lit(opening_day)))
-               .groupBy("account_id", "customer_id", "close_date", "day")
-               .agg(F.max_by(F.col("balance_after"), F.struct("txn_ts", "txn_id")).alias("balance")))
+    # One sort of each account's transactions in booking order (txn_ts, txn_id) gives both the day's
+    # closing balance (the day's last row, whose next row falls on a later day) and when it ends (that
+    # next row's day): no sort-based grouping by account and day before the window.
+    timeline = Window.partitionBy("account_id", "customer_id").orderBy("txn_ts", "txn_id")
+    next_day = F.col("_next_day")
     # A balance holds on [day, until): until the next transaction day, the close date or the day after D.
-    next_day = F.lead("day").over(Window.partitionBy("account_id").orderBy("day"))
     until = F.least(F.coalesce(next_day, F.lit(after_d)), F.coalesce("close_date", F.lit(after_d)))
-    segments = closing.withColumn("until", until)
+    segments = (transactions.where(F.col("balance_after").isNotNull())
+                .join(F.broadcast(deposit_accounts), "account_id")
+                .withColumn("day", F.greatest(F.col("txn_date"), F.lit(opening_day)))
+                .withColumn("_next_day", F.lead("day").over(timeline))
+                .where(next_day.isNull() | (next_day > F.col("day")))
+                .select("customer_id", "day", F.col("balance_after").alias("balance"), until.alias("until")))
 
     def balance_days(first: date, last: date) -> Column:
         """balance * days the segment overlaps [first, last]."""
