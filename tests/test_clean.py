@@ -30,6 +30,7 @@ from test_ingest_fixtures import (
 from jobs.clean.audit import BatchAudit
 from jobs.clean.job import run as clean
 from jobs.clean.job import validate_silver
+from jobs.clean.parse import assemble_reasons
 from jobs.clean.pii import hash_key
 from jobs.clean.settings import PiiKeySettings
 from jobs.common.config import load_settings
@@ -333,3 +334,12 @@ def test_clean_batch_audit_balances_only_when_nothing_disappears():
     assert BatchAudit("transactions", DAY1, 10, 7, 2, 1).balanced
     assert not BatchAudit("transactions", DAY1, 10, 7, 2, 0).balanced
 
+
+def test_clean_reasons_when_rules_fail_in_precedence_order_else_empty_and_no_reason(spark):
+    flags = spark.createDataFrame([(False, False), (True, True), (True, False)],
+                                  "_fail_bad_type boolean, _fail_missing_required boolean")
+
+    rows = flags.transform(assemble_reasons(["missing_required", "bad_type"])).collect()
+
+    assert [(r["reasons"], r["reason"]) for r in rows] == [
+        ([], None), (["missing_required", "bad_type"], "missing_required"), (["bad_type"], "bad_type")]

@@ -158,7 +158,10 @@ def assemble_reasons(precedence: list[str]):
     """`reasons`: every failed rule in precedence order; `reason`: the first (null = row accepted)."""
     def apply(frame: DataFrame) -> DataFrame:
         present = [r for r in precedence if fail_column(r) in frame.columns]
-        reasons = F.array_compact(F.array(*[F.when(F.col(fail_column(r)), F.lit(r)) for r in present]))
+        # concat_ws skips the nulls (rules passed). Not array_compact: a higher-order function has no
+        # generated code, and would make Spark interpret the whole typing step row by row.
+        failed = F.concat_ws(",", *[F.when(F.col(fail_column(r)), F.lit(r)) for r in present])
+        reasons = F.when(failed == "", F.array().cast("array<string>")).otherwise(F.split(failed, ","))
         return (frame.withColumn("reasons", reasons)
                 .withColumn("reason", F.try_element_at(F.col("reasons"), F.lit(1)))
                 .drop(*[fail_column(r) for r in present]))
