@@ -10,7 +10,13 @@ from pyspark.mllib.linalg import _convert_to_vector
 
 from jobs.kmeans_mr.init import kmeans_parallel, kmeans_plus_plus
 from jobs.kmeans_mr.kernels import exact_sq_distances, nearest_two, own_sq_distances
-from jobs.kmeans_mr.mapreduce import blocks_from_frame, fit_kmeans, nearest_centres
+from jobs.kmeans_mr.mapreduce import (
+    blocks_from_frame,
+    collect_blocks,
+    count_points,
+    fit_kmeans,
+    nearest_centres,
+)
 from jobs.kmeans_mr.train import CurvePoint, choose_k, silhouette
 
 
@@ -132,6 +138,21 @@ def test_fit_when_a_centre_wins_no_point_keeps_it_in_place(spark):
     np.testing.assert_array_equal(fit.centres[2], far[0])
     np.testing.assert_allclose(fit.centres, centres, atol=1e-9)
     assert fit.iterations == len(costs)
+
+
+def test_passes_when_point_sets_alternate_read_each_sets_own_points(spark):
+    # Python workers keep one point set's decoded blocks between tasks; alternating sets must never
+    # read another set's (or a stale) copy.
+    sets = [blobs(700, 3, 2, spread=1.0, seed=s)[0] for s in (1, 2)]
+    cached = [cached_blocks(spark, points, rows_per_block=300) for points in sets]
+    for _ in range(2):
+        for points, blocks in zip(sets, cached, strict=True):
+            assert count_points(blocks) == len(points)
+            # A lambda travels by value: workers cannot import the test module.
+            sums = np.sum(collect_blocks(blocks, lambda block: block.columns.sum(axis=1)), axis=0)
+            np.testing.assert_allclose(sums, points.sum(axis=0), rtol=1e-12)
+    for blocks in cached:
+        blocks.unpersist()
 
 
 def test_nearest_two_when_points_tie_picks_lowest_centre(spark):

@@ -25,7 +25,7 @@ from pyspark import RDD
 
 from jobs.common.errors import InputError
 from jobs.kmeans_mr.kernels import Block, exact_sq_distances, nearest_two, own_sq_distances, splitmix64
-from jobs.kmeans_mr.mapreduce import collect_blocks, map_blocks
+from jobs.kmeans_mr.mapreduce import collect_blocks, map_state
 
 # splitmix64 streams: one per use of randomness, so draws never repeat across uses.
 _FIRST, _PLUS_PLUS, _PARALLEL = 0, 1_000, 2_000
@@ -78,12 +78,11 @@ def _distances_to(block: Block, point: np.ndarray) -> np.ndarray:
     return own_sq_distances(block.columns, point[None, :], np.zeros(block.size, np.intp))
 
 
-def _greedy_pass(element: Block | tuple[Block, np.ndarray], newest: np.ndarray,
+def _greedy_pass(block: Block, d2: np.ndarray | None, newest: np.ndarray,
                  candidates: np.ndarray | None, seed: int, stream: int, trials: int,
-                 draw: bool) -> tuple[tuple[Block, np.ndarray], tuple]:
+                 draw: bool) -> tuple[np.ndarray, tuple]:
     """Add the newest centre to D2; score the candidates (total D2 if each were added); draw, per
     candidate, the next step's candidates as if it were added."""
-    block, d2 = (element, None) if isinstance(element, Block) else element
     d2 = _distances_to(block, newest) if d2 is None else np.minimum(d2, _distances_to(block, newest))
     if candidates is None:
         options = [d2]
@@ -91,7 +90,7 @@ def _greedy_pass(element: Block | tuple[Block, np.ndarray], newest: np.ndarray,
         options = [np.minimum(d2, column) for column in exact_sq_distances(block.columns, candidates).T]
     totals = [float(option.sum()) for option in options]
     draws = [_fastest(block, option, seed, stream, trials) if draw else [] for option in options]
-    return (block, d2), (totals, draws)
+    return d2, (totals, draws)
 
 
 def kmeans_plus_plus(blocks: RDD, k: int, seed: int) -> np.ndarray:
@@ -101,14 +100,14 @@ def kmeans_plus_plus(blocks: RDD, k: int, seed: int) -> np.ndarray:
     if not first:
         raise _not_enough(k, 0)
     centres, candidates = first, None
-    state = blocks
+    state = None
     try:
         for step in range(1, k + 1):
             draw = len(centres) + (candidates is not None) < k
-            new, results = map_blocks(state, partial(_greedy_pass, newest=centres[-1], candidates=candidates,
-                                                     seed=seed, stream=_PLUS_PLUS + step, trials=trials,
-                                                     draw=draw))
-            if state is not blocks:
+            new, results = map_state(blocks, state, partial(
+                _greedy_pass, newest=centres[-1], candidates=candidates, seed=seed,
+                stream=_PLUS_PLUS + step, trials=trials, draw=draw))
+            if state is not None:
                 state.unpersist()
             state = new
             chosen = 0
@@ -122,23 +121,20 @@ def kmeans_plus_plus(blocks: RDD, k: int, seed: int) -> np.ndarray:
                 raise _not_enough(k, len(centres))
             candidates = np.array(drawn)
     finally:
-        if state is not blocks:
+        if state is not None:
             state.unpersist()
     return np.array(centres)
 
 
-def _update_costs(element: Block | tuple[Block, np.ndarray],
-                  new: np.ndarray) -> tuple[tuple[Block, np.ndarray], float]:
-    block, d2 = (element, None) if isinstance(element, Block) else element
+def _update_costs(block: Block, d2: np.ndarray | None, new: np.ndarray) -> tuple[np.ndarray, float]:
     nearest, _ = nearest_two(block.columns, block.sq_norms, new)
     nearest_new = own_sq_distances(block.columns, new, nearest)
     d2 = nearest_new if d2 is None else np.minimum(d2, nearest_new)
-    return (block, d2), float(d2.sum())
+    return d2, float(d2.sum())
 
 
-def _sample(element: tuple[Block, np.ndarray], rate: float, seed: int,
+def _sample(block: Block, d2: np.ndarray, rate: float, seed: int,
             stream: int) -> tuple[np.ndarray, np.ndarray]:
-    block, d2 = element
     keep = splitmix64(block.keys, seed, stream) < rate * d2
     return block.keys[keep], block.columns[:, keep].T.copy()
 
@@ -155,18 +151,18 @@ def kmeans_parallel(blocks: RDD, k: int, seed: int, rounds: int, oversampling: f
     if not first:
         raise _not_enough(k, 0)
     candidates = newest = np.array(first)
-    state = blocks
+    state = None
     try:
         for r in range(rounds):
-            new_state, costs = map_blocks(state, partial(_update_costs, new=newest))
-            if state is not blocks:
+            new_state, costs = map_state(blocks, state, partial(_update_costs, new=newest))
+            if state is not None:
                 state.unpersist()
             state = new_state
             cost = float(np.sum(costs))
             if cost == 0.0:
                 break
-            drawn = collect_blocks(state, partial(_sample, rate=oversampling * k / cost, seed=seed,
-                                                  stream=_PARALLEL + r))
+            drawn = collect_blocks(blocks, partial(_sample, rate=oversampling * k / cost, seed=seed,
+                                                   stream=_PARALLEL + r), state)
             # A drawn point has D2 > 0, so it was never drawn before; sorting by key fixes the order.
             found = sorted(((int(key), point) for keys, points in drawn
                             for key, point in zip(keys, points, strict=True)), key=lambda e: e[0])
@@ -174,7 +170,7 @@ def kmeans_parallel(blocks: RDD, k: int, seed: int, rounds: int, oversampling: f
                 newest = np.array([point for _, point in found])
                 candidates = np.vstack([candidates, newest])
     finally:
-        if state is not blocks:
+        if state is not None:
             state.unpersist()
     weights = np.sum(collect_blocks(blocks, partial(_weights, candidates=candidates)), axis=0)
     return reduce_candidates(candidates, weights.astype(np.float64), k, seed, restarts)

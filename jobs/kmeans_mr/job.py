@@ -24,7 +24,7 @@ from jobs.common.context import RunContext
 from jobs.common.errors import InputError
 from jobs.common.tags import tags_from_columns, write_tags
 from jobs.common.tracking import use_tracking
-from jobs.kmeans_mr.mapreduce import blocks_from_frame, nearest_centres
+from jobs.kmeans_mr.mapreduce import blocks_from_frame, count_points, nearest_centres
 from jobs.kmeans_mr.model import ModelStore, SegmentModel, match_segment_ids
 from jobs.kmeans_mr.profile import label_segments, profile_rows, segment_profiles
 from jobs.kmeans_mr.scaling import POINT_KEY, Scaler
@@ -57,7 +57,7 @@ def fit(ctx: RunContext) -> dict[str, int]:
     points = scaler.standardise(features)
     blocks = blocks_from_frame(points, conf.columns, POINT_KEY, conf.rows_per_block)
     try:
-        customers = blocks.map(lambda block: block.size).sum()
+        customers = count_points(blocks)
         training = train(blocks, conf, customers)
     finally:
         blocks.unpersist()

@@ -54,13 +54,11 @@ class Partial:
 
 @dataclass
 class Block:
-    """A chunk of points (one cached RDD element) and, between pruned iterations, their bounds."""
+    """A chunk of points: read by every pass, never changed."""
 
-    columns: np.ndarray               # (d, m) standardised features
-    sq_norms: np.ndarray              # (m,) |x|^2
-    keys: np.ndarray                  # (m,) uint64 stable key per point (seeds the samplers)
-    assignment: np.ndarray | None = None  # (m,) int32 centre of each point
-    lower: np.ndarray | None = None       # (m,) lower bound on the distance to any other centre
+    columns: np.ndarray   # (d, m) standardised features
+    sq_norms: np.ndarray  # (m,) |x|^2
+    keys: np.ndarray      # (m,) uint64 stable key per point (seeds the samplers)
 
     @property
     def size(self) -> int:
@@ -70,6 +68,14 @@ class Block:
     def of(columns: np.ndarray, keys: np.ndarray) -> Block:
         columns = np.ascontiguousarray(columns, dtype=np.float64)
         return Block(columns, np.einsum("ji,ji->i", columns, columns), keys.astype(np.uint64))
+
+
+@dataclass
+class Bounds:
+    """A block's per-point state between pruned iterations (12 bytes a point)."""
+
+    assignment: np.ndarray  # (m,) int32 centre of each point
+    lower: np.ndarray       # (m,) lower bound on the distance to any other centre
 
 
 @dataclass(frozen=True)
@@ -192,20 +198,21 @@ def lloyd_step(block: Block, centres: np.ndarray) -> Partial:
     return partial_sums(block, assignment, own, len(centres), block.size * len(centres), 0)
 
 
-def hamerly_step(block: Block, centres: np.ndarray, geometry: Geometry) -> tuple[Block, Partial]:
-    """One pruned map step; returns the block with its new assignment and bounds, and its partial."""
+def hamerly_step(block: Block, bounds: Bounds | None, centres: np.ndarray,
+                 geometry: Geometry) -> tuple[Bounds, Partial]:
+    """One pruned map step from the block's bounds (None before the first); returns the new bounds and
+    the block's partial."""
     k, m = len(centres), block.size
-    if block.assignment is None:
+    if bounds is None:
         assignment, lower = nearest_two(block.columns, block.sq_norms, centres)
         own = own_sq_distances(block.columns, centres, assignment)
-        new = Block(block.columns, block.sq_norms, block.keys, assignment, lower)
-        return new, partial_sums(block, assignment, own, k, m * k, m)
+        return Bounds(assignment, lower), partial_sums(block, assignment, own, k, m * k, m)
 
-    assignment = block.assignment.copy()
+    assignment = bounds.assignment.copy()
     own = own_sq_distances(block.columns, centres, assignment)
     fastest = int(geometry.drift.argmax())
     runner_up = np.partition(geometry.drift, -2)[-2] if k > 1 else 0.0
-    lower = block.lower - np.where(assignment == fastest, runner_up, geometry.drift[fastest])
+    lower = bounds.lower - np.where(assignment == fastest, runner_up, geometry.drift[fastest])
     threshold = np.maximum(geometry.half_gaps.take(assignment, mode="clip"), lower)
     threshold *= 1.0 - PRUNE_MARGIN
     threshold -= PRUNE_MARGIN * geometry.total_drift
@@ -222,8 +229,7 @@ def hamerly_step(block: Block, centres: np.ndarray, geometry: Geometry) -> tuple
                                                  nearest[moved])
     # Every point's own distance was computed; open points also every other one.
     distances = m + open_.size * (k - 1)
-    new = Block(block.columns, block.sq_norms, block.keys, assignment, lower)
-    return new, partial_sums(block, assignment, own, k, distances, reassigned)
+    return Bounds(assignment, lower), partial_sums(block, assignment, own, k, distances, reassigned)
 
 
 def move_centres(centres: np.ndarray, total: Partial) -> np.ndarray:
