@@ -75,8 +75,6 @@ def _lake_row_counts(lake_root: Path) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.skipif(os.environ.get("CRM_TEST_AIRFLOW_RUN") != "1",
-                    reason="about 5 minutes: beyond the 30-minute CI budget; CRM_TEST_AIRFLOW_RUN=1 runs it")
 def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_changes_no_counts(
         pipeline_run, tmp_path):
     """A real `airflow dags test` of crm_nightly reruns the date of the shared pipeline run (every
