@@ -28,10 +28,8 @@ demo-data: $(STAMP)
 run: demo-data
 	$(BIN)/crm-pipeline run --date latest
 
-# Two workers: most tests wait on Spark's scheduling and Python start-up, so two of them share 2 cores well.
-# The tests of the shared pipeline run stay on one worker (tests/conftest.py), which builds it once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobs tests benchmarks dags

@@ -72,14 +72,6 @@ PIPELINE_CUSTOMERS = 1500
 PIPELINE_END_DATE = "2026-10-31"
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`--dist loadgroup`) the tests of the shared pipeline run go to one worker, so it
-    is built once."""
-    for item in items:
-        if "pipeline_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("pipeline_run"))
-
-
 @pytest.fixture(scope="session")
 def pipeline_run(spark, tmp_path_factory):
     """Generate, then run every nightly stage for the last date; yields (settings, lake, truth_dir, date)."""
