@@ -57,6 +57,23 @@ def test_mine_when_five_baskets_gives_hand_computed_itemsets_and_product_rules(s
         mining.release()
 
 
+def test_mine_when_baskets_hold_infrequent_items_counts_every_basket_in_supports_and_lift(spark):
+    # Six baskets, min support 0.4 -> 3 baskets. Rare items (once each) are trimmed before mining, and
+    # c6 (rare items only) is left empty but still counts: g1, x, y and {g1, x} are frequent (3/6), g2
+    # (2) is not; the one product rule g1 -> x has confidence 3/3 and lift 1 / (3/6) = 2.
+    rare = [("c1", [G1, X, Y]), ("c2", [G1, X, Y, "prod:z"]), ("c3", [G1, X, "attr:g=9"]), ("c4", [G2, Y]),
+            ("c5", [G2]), ("c6", ["prod:w", "attr:g=8"])]
+    mining = mine(spark.createDataFrame(rare, BASKETS), min_support=0.4, min_confidence=0.5,
+                  max_estimated_itemsets=1000)
+    try:
+        itemsets = {tuple(r["items"]): (r["freq"], r["support"]) for r in mining.itemsets.collect()}
+        assert itemsets == {(G1,): (3, 0.5), (X,): (3, 0.5), (Y,): (3, 0.5), (G1, X): (3, 0.5)}
+        assert mining.baskets == 6
+        assert [tuple(r) for r in mining.rules.collect()] == [([G1], X, 0.5, 1.0, 2.0, 1)]
+    finally:
+        mining.release()
+
+
 def test_estimate_when_independent_items_counts_itemsets_reaching_min_support():
     # a .5, b .5, c .2 at 0.1: a, b, c, ab .25, ac .1, bc .1 (abc .05 is not) -> 6
     assert estimate_frequent_itemsets({"a": 0.5, "b": 0.5, "c": 0.2, "d": 0.05}, 0.1, stop_above=100) == 6

@@ -7,7 +7,7 @@ gold.frequent_itemsets and gold.association_rules (without the as-of date).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pyspark.ml.fpm import FPGrowth
@@ -59,9 +59,9 @@ def frequent_item_supports(baskets: DataFrame, min_support: float) -> tuple[int,
     return total, {row["item"]: row["count"] / total for row in counts}
 
 
-def guard_against_explosion(baskets: DataFrame, min_support: float, limit: int) -> int:
+def guard_against_explosion(baskets: DataFrame, min_support: float, limit: int) -> tuple[int, dict[str, float]]:
     """Refuse (InputError) a minimum support at which the frequent itemsets are estimated to exceed
-    `limit`; returns the number of baskets."""
+    `limit`; returns the number of baskets and the supports of the frequent items."""
     total, supports = frequent_item_supports(baskets, min_support)
     if total == 0:
         raise InputError("no baskets to mine: every customer's basket is empty")
@@ -76,7 +76,17 @@ def guard_against_explosion(baskets: DataFrame, min_support: float, limit: int) 
             f"assumed independent), above the limit max_estimated_itemsets {limit:,}",
             hint="raise the minimum support (apriori.min_support), or the limit "
                  "(apriori.max_estimated_itemsets) knowing that mining time and memory grow with it")
-    return total
+    return total, supports
+
+
+def frequent_items_only(baskets: DataFrame, frequent: Iterable[str]) -> DataFrame:
+    """The baskets' `items` without the items below min_support, which no frequent itemset can hold.
+
+    MLlib drops them too, but only after reading the full baskets twice. A basket left empty stays: it
+    still counts in every support and lift.
+    """
+    kept = F.array(*[F.lit(item) for item in sorted(frequent)]).cast("array<string>")
+    return baskets.select(F.array_intersect("items", kept).alias("items"))
 
 
 @dataclass
@@ -110,20 +120,24 @@ def product_rules(association_rules: DataFrame) -> DataFrame:
 
 def mine(baskets: DataFrame, min_support: float, min_confidence: float, max_estimated_itemsets: int,
          num_partitions: int | None = None) -> Mining:
-    """Guard, then FP-growth on `baskets` (customer_id, items) with the given thresholds."""
+    """Guard, then FP-growth on `baskets` (customer_id, items) trimmed to their frequent items."""
     owned = not baskets.is_cached
     if owned:
-        baskets = baskets.persist()  # the guard, FP-growth's counting and its mining all scan it
+        baskets = baskets.persist()  # the guard and the trimming both scan it
+    trimmed = None
     try:
-        total = guard_against_explosion(baskets, min_support, max_estimated_itemsets)
+        total, supports = guard_against_explosion(baskets, min_support, max_estimated_itemsets)
+        trimmed = frequent_items_only(baskets, supports).persist()  # FP-growth scans it three times
         fpgrowth = FPGrowth(itemsCol="items", minSupport=min_support, minConfidence=min_confidence)
         if num_partitions is not None:
             fpgrowth.setNumPartitions(num_partitions)
-        model = fpgrowth.fit(baskets.select("items"))
+        model = fpgrowth.fit(trimmed)
         # Cached once mined: MLlib derives its rules from this same plan, so mining runs once.
         freq_itemsets = model.freqItemsets.persist()
         freq_itemsets.count()
     finally:
+        if trimmed is not None:
+            trimmed.unpersist()
         if owned:
             baskets.unpersist()
     return Mining(total, frequent_itemsets(freq_itemsets, total), product_rules(model.associationRules),
