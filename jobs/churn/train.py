@@ -314,7 +314,11 @@ def train_model(feature_table: DataFrame, label_col: str, feature_cols: list[str
     if bad_labels:
         raise ValueError(f"label column {label_col!r} must hold only 0 and 1")
 
-    train_raw, valid_raw = validation.split(_prepared(feature_table, label_col, feature_cols, 1.0))
+    # Boosting runs several jobs per tree: a small table spread over many partitions (a union of
+    # cut-offs) would make each of them schedule many tiny tasks. One partition per core is enough.
+    parallelism = feature_table.sparkSession.sparkContext.defaultParallelism
+    prepared = _prepared(feature_table, label_col, feature_cols, 1.0).coalesce(parallelism)
+    train_raw, valid_raw = validation.split(prepared)
     train_raw, valid_raw = train_raw.persist(), valid_raw.persist()
     counts = {"training": _class_counts(train_raw), "validation": _class_counts(valid_raw)}
     for part, (negatives, positives) in counts.items():
