@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from pyspark.mllib.common import _java2py, _py2java, callMLlibFunc
 from pyspark.mllib.linalg import _convert_to_vector
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.common.config import load_settings
+from jobs.common.spark import get_spark
 from jobs.kmeans_mr.init import kmeans_parallel
 from jobs.kmeans_mr.mapreduce import blocks_from_frame, count_points, fit_kmeans
 from jobs.kmeans_mr.scaling import POINT_KEY, Scaler
@@ -49,13 +50,10 @@ SCALING_MASTERS = ["local[1]", "local[2]", "local-cluster[2,1,2048]"]
 
 
 def session(master: str) -> SparkSession:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName("kmeans-benchmark")
-             .config("spark.driver.memory", "8g").config("spark.executor.memory", "2g")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    """The pipeline's session (conf/pipeline.yaml's Spark settings) on `master`."""
+    settings = load_settings(env={"CRM_SPARK__MASTER": master})
+    return get_spark(settings, app_name="kmeans-benchmark",
+                     extra_conf={"spark.driver.memory": "8g", "spark.executor.memory": "2g"})
 
 
 def generated(spark: SparkSession, n: int, d: int, seed: int, partitions: int) -> DataFrame:

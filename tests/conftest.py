@@ -21,6 +21,7 @@ TEST_SPARK_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.adaptive.enabled": "false",
+    "spark.python.daemon.module": load_settings().spark.conf["spark.python.daemon.module"],
 }
 
 
