@@ -187,30 +187,28 @@ def blocks_from_frame(frame: DataFrame, columns: list[str], key_column: str,
     """The rows of `frame` as cached `Block`s (feature `columns` as doubles without nulls, a long key),
     one list of blocks per partition (see the module docstring).
 
-    Rows cross to Python as Arrow batches (mapInArrow), not as Row objects; a partition's batches are
-    then joined into blocks of at most `rows_per_block` points.
+    Rows leave the JVM as Arrow record batches made by Spark's own converter (`toArrowBatchRdd`, what
+    `toPandas` uses; internal to Spark SQL but public to the JVM), never as Row objects nor through a
+    Python pass and back; a partition's batches are then joined into blocks of at most
+    `rows_per_block` points.
     """
-    width = len(columns)
     parallelism = frame.sparkSession.sparkContext.defaultParallelism
     if frame.rdd.getNumPartitions() < parallelism:
         frame = frame.repartition(parallelism)
+    selected = frame.select(*[F.col(c).cast("double") for c in columns], F.col(key_column).cast("long"))
+    schema = pa.schema([*[pa.field(c, pa.float64()) for c in columns], pa.field(key_column, pa.int64())])
+    width = len(columns)
 
-    def to_bytes(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            values = np.stack([batch.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                               for c in columns]) if batch.num_rows else np.empty((width, 0))
-            keys = batch.column(key_column).to_numpy(zero_copy_only=False).astype(np.int64)
-            yield pa.RecordBatch.from_pydict({"points": [values.tobytes()], "keys": [keys.tobytes()]})
-
-    def to_blocks(rows: Iterable[Any]) -> Iterator[list[Block]]:
+    def to_blocks(messages: Iterable[bytes]) -> Iterator[list[Block]]:
         blocks: list[Block] = []
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         filled = 0
-        for row in rows:
-            keys = np.frombuffer(row.keys, dtype=np.int64)
-            if keys.size == 0:
+        for message in messages:
+            batch = pa.ipc.read_record_batch(pa.py_buffer(message), schema)
+            if batch.num_rows == 0:
                 continue
-            points = np.frombuffer(row.points, dtype=np.float64).reshape(width, keys.size)
+            points = np.stack([batch.column(j).to_numpy(zero_copy_only=False) for j in range(width)])
+            keys = batch.column(width).to_numpy(zero_copy_only=False)
             while keys.size:
                 take = min(keys.size, rows_per_block - filled)
                 parts.append((points[:, :take], keys[:take]))
@@ -222,10 +220,9 @@ def blocks_from_frame(frame: DataFrame, columns: list[str], key_column: str,
             blocks.append(_join(parts))
         yield blocks
 
-    selected = frame.select(*[F.col(c).cast("double") for c in columns], F.col(key_column).cast("long"))
-    rdd = (selected.mapInArrow(to_bytes, "points binary, keys binary")
-           .rdd.mapPartitions(to_blocks, preservesPartitioning=True))
-    return rdd.persist(StorageLevel.MEMORY_AND_DISK)
+    messages = RDD(selected._jdf.toArrowBatchRdd().toJavaRDD(),  # noqa: SLF001
+                   frame.sparkSession.sparkContext, NoOpSerializer())
+    return messages.mapPartitions(to_blocks, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def _join(parts: list[tuple[np.ndarray, np.ndarray]]) -> Block:
