@@ -29,6 +29,8 @@ print("SESSION " + json.dumps({
     "timezone": spark.conf.get("spark.sql.session.timeZone"),
     "driver_memory": sc.getConf().get("spark.driver.memory"),
     "python": sc.pythonExec,
+    "jvm_properties": [spark._jvm.java.lang.System.getProperty(name)
+                       for name in ("crm.check", "log4j2.configurationFile")],
     "worker_sum": spark.range(10).rdd.map(lambda r: r.id).sum(),
 }))
 spark.stop()
@@ -38,7 +40,8 @@ spark.stop()
 def _conf_file(tmp_path: Path) -> Path:
     path = tmp_path / "spark.yaml"
     path.write_text("spark:\n  conf:\n    spark.sql.shuffle.partitions: 7\n    spark.driver.memory: 1g\n"
-                    "    spark.sql.adaptive.enabled: false\n", encoding="utf-8")
+                    "    spark.sql.adaptive.enabled: false\n"
+                    "    spark.driver.extraJavaOptions: -Dcrm.check=yes\n", encoding="utf-8")
     return path
 
 
@@ -69,6 +72,8 @@ def test_get_spark_when_started_by_python_applies_configured_master_and_conf(tmp
     assert facts["driver_memory"] == "1g"  # a launch-time setting reaches the new JVM
     assert facts["timezone"] == "Asia/Shanghai"  # extra_conf beats configuration
     assert facts["python"] == sys.executable  # no PYSPARK_PYTHON: workers run the driver's Python
+    # configured driver options reach the JVM beside the pipeline's log4j configuration, not instead
+    assert facts["jvm_properties"] == ["yes", str(PROJECT / "conf" / "log4j2.properties")]
     assert facts["worker_sum"] == 45
 
 

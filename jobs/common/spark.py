@@ -26,16 +26,18 @@ def get_spark(settings: Settings, app_name: str | None = None,
               extra_conf: dict[str, str] | None = None) -> SparkSession:
     """Build (or join) the session with the configured master and `spark.conf` settings."""
     builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
+    conf = {**settings.spark.conf, **(extra_conf or {})}
     active = SparkSession.getActiveSession()
     if active is None and not _submitted_by_spark_submit():
         builder = builder.master(settings.spark.master)
         # Python workers default to `python3` on PATH, which for an un-activated virtualenv is
         # another interpreter without the pipeline's packages: use the driver's own.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        # The JVM this process starts logs errors only (conf/log4j2.properties), not Spark's warnings.
-        builder = builder.config(DRIVER_JAVA_OPTIONS,
-                                 f"-Dlog4j2.configurationFile={CONF_DIR / 'log4j2.properties'}")
-    for key, value in {**settings.spark.conf, **(extra_conf or {})}.items():
+        # The JVM this process starts logs errors only (conf/log4j2.properties), not Spark's warnings;
+        # configured driver options come after that one instead of replacing it.
+        log4j = f"-Dlog4j2.configurationFile={CONF_DIR / 'log4j2.properties'}"
+        conf[DRIVER_JAVA_OPTIONS] = " ".join(filter(None, [log4j, conf.get(DRIVER_JAVA_OPTIONS)]))
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
