@@ -18,6 +18,7 @@ from jobs.common.contract import FieldSpec, SourceSpec
 
 RAW = "raw"
 FAIL = "_fail_"
+TEXT = "_text_"
 
 _INT = r"^[+-]?[0-9]+(\.0*)?$"            # "3.0": integers written by float-typed writers
 _DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -43,6 +44,10 @@ def _text(name: str) -> Column:
     """Trimmed raw value; an empty field is null (the contract: empty field = null)."""
     trimmed = F.trim(F.col(f"{RAW}.{name}"))
     return F.when(trimmed != "", trimmed)
+
+
+def _text_column(name: str) -> str:
+    return TEXT + name
 
 
 def normalise_code(text: Column, synonyms: dict[str, str]) -> Column:
@@ -87,14 +92,15 @@ class _FieldRules:
         self.failures[reason].append(F.coalesce(condition, F.lit(False)))
 
     def value(self, field: FieldSpec) -> Column:
-        text = _text(field.name)
+        """The typed value, from the field's `_text_` column; the rules test the value's own column."""
+        text, value = F.col(_text_column(field.name)), F.col(field.name)
         dotted = f"{self.spec.source}.{field.name}"
         if field.required:
             self.fail("missing_required", text.isNull())
         if field.type == "string":
-            value = self._string(field, dotted, text)
+            expression = self._string(field, dotted, text)
         else:
-            value = self._typed(field, text)
+            expression = self._typed(field, text)
             self.fail("bad_type", text.isNotNull() & value.isNull())
         if field.min is not None:
             self.fail("out_of_range", value < F.lit(field.min))
@@ -106,22 +112,20 @@ class _FieldRules:
             limit = (F.lit(self.business_date) if field.type == "date"
                      else F.lit(end_of_business_day(self.business_date, self.timezone)).cast("timestamp"))
             self.fail("future_date", value >= limit if field.type == "timestamp" else value > limit)
-        return value.alias(field.name)
+        return expression.alias(field.name)
 
     def _string(self, field: FieldSpec, dotted: str, text: Column) -> Column:
         conf = self.conf
+        value = F.col(field.name)
         if field.codes:
-            value = normalise_code(text, conf.code_synonyms.get(dotted, {}))
             self.fail("unknown_code", value.isNotNull() & ~value.isin(list(field.codes)))
-            return value
+            return normalise_code(text, conf.code_synonyms.get(dotted, {}))
         if dotted in conf.phone_fields:
-            value = normalise_phone(text, conf.phone_country_code)
             self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.phone_pattern))
-            return value
+            return normalise_phone(text, conf.phone_country_code)
         if dotted in conf.email_fields:
-            value = F.lower(text)
             self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.email_pattern))
-            return value
+            return F.lower(text)
         if field.pattern:
             self.fail("bad_format", text.isNotNull() & ~text.rlike(field.pattern))
         return text
@@ -144,13 +148,23 @@ class _FieldRules:
 
 
 def parse_fields(spec: SourceSpec, conf: CleanSettings, timezone: str, business_date: date):
-    """Typed contract columns plus `_fail_<reason>` for the row-level rules."""
+    """Typed contract columns plus `_fail_<reason>` for the row-level rules.
+
+    Three projections: the trimmed texts, the typed values, the rule flags. Each rule reads the value
+    it tests as a column, so Spark computes every value once per row; written as one projection, a
+    time stamp was parsed again for each rule that tests it (`when` branches share no subexpression).
+    """
     def apply(frame: DataFrame) -> DataFrame:
         rules = _FieldRules(spec, conf, timezone, business_date)
+        lineage = [RAW, "batch_date", "source_file"]
+        texts = [_text_column(field.name) for field in spec.fields]
         values = [rules.value(field) for field in spec.fields]
         flags = [F.greatest(*conditions, F.lit(False)).alias(fail_column(reason))
                  for reason, conditions in rules.failures.items()]
-        return frame.select(RAW, "batch_date", "source_file", *values, *flags)
+        return (frame.select(*lineage, *[_text(field.name).alias(text)
+                                         for field, text in zip(spec.fields, texts, strict=True)])
+                .select(*lineage, *texts, *values)
+                .select(*lineage, *spec.field_names, *flags))
     return apply
 
 
