@@ -21,7 +21,8 @@ TEST_SPARK_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.adaptive.enabled": "false",
-    "spark.python.daemon.module": load_settings().spark.conf["spark.python.daemon.module"],
+    **{key: load_settings().spark.conf[key]
+       for key in ("spark.python.daemon.module", "spark.driver.extraJavaOptions")},
 }
 
 
