@@ -11,6 +11,8 @@ from jobs.common.config import load_settings
 from jobs.common.lake import Lake
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The configured Spark settings the tests' JVMs must share with the product (conf/pipeline.yaml).
+PIPELINE_SPARK_CONF = load_settings().spark.conf
 TEST_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
@@ -21,7 +23,7 @@ TEST_SPARK_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.adaptive.enabled": "false",
-    **{key: load_settings().spark.conf[key]
+    **{key: PIPELINE_SPARK_CONF[key]
        for key in ("spark.python.daemon.module", "spark.driver.extraJavaOptions")},
 }
 

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import roots_env
-
-from jobs.common.config import load_settings
+from conftest import PIPELINE_SPARK_CONF, roots_env
 
 pytest.importorskip("airflow", reason="the `airflow` extra is part of `make test`'s install")
 
@@ -95,7 +93,7 @@ def test_airflow_dags_test_when_rerunning_a_date_rewrites_outbox_and_report_and_
            # Each task is a fresh JVM over little data: C2's optimising compiles never pay back there,
            # and skipping them took a fifth off a stage (features on this lake: 51-56 s -> 33-41 s).
            "CRM_SPARK__CONF__spark.driver.extraJavaOptions":
-               load_settings().spark.conf["spark.driver.extraJavaOptions"] + " -XX:TieredStopAtLevel=1",
+               PIPELINE_SPARK_CONF["spark.driver.extraJavaOptions"] + " -XX:TieredStopAtLevel=1",
            "CRM_SCHEDULING__RETRIES": "0",  # a failed task fails the run at once, no retry delay
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     first = _lake_row_counts(tmp_path / "lake")

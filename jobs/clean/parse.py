@@ -98,7 +98,7 @@ class _FieldRules:
         if field.required:
             self.fail("missing_required", text.isNull())
         if field.type == "string":
-            expression = self._string(field, dotted, text)
+            expression = self._string(field, dotted, text, value)
         else:
             expression = self._typed(field, text)
             self.fail("bad_type", text.isNotNull() & value.isNull())
@@ -114,9 +114,8 @@ class _FieldRules:
             self.fail("future_date", value >= limit if field.type == "timestamp" else value > limit)
         return expression.alias(field.name)
 
-    def _string(self, field: FieldSpec, dotted: str, text: Column) -> Column:
+    def _string(self, field: FieldSpec, dotted: str, text: Column, value: Column) -> Column:
         conf = self.conf
-        value = F.col(field.name)
         if field.codes:
             self.fail("unknown_code", value.isNotNull() & ~value.isin(list(field.codes)))
             return normalise_code(text, conf.code_synonyms.get(dotted, {}))
