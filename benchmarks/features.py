@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from datetime import date, timedelta
@@ -171,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(args.root)
-    settings = load_settings(env={"CRM_LAKE__ROOT": str(root / "lake")})
+    settings = load_settings(env={**os.environ, "CRM_LAKE__ROOT": str(root / "lake")})
     spark = get_spark(settings, app_name="bench-features")
     lake = Lake.from_settings(spark, settings)
     sizes = {"customers": args.customers, "transactions": args.transactions}

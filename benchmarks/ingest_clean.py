@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from datetime import date
@@ -71,7 +72,8 @@ def main() -> None:
     lake_root, copy_root = root / "lake", root / "bare_copy"
     probe = load_settings()
     landing = landing_zone(root, args.customers, args.months, probe)
-    settings = load_settings(env={"CRM_LAKE__ROOT": str(lake_root), "CRM_LANDING__ROOT": str(landing)})
+    settings = load_settings(env={**os.environ, "CRM_LAKE__ROOT": str(lake_root),
+                                  "CRM_LANDING__ROOT": str(landing)})
     spark = get_spark(settings, app_name="benchmark-ingest-clean")
     sources = sorted(p.name for p in landing.iterdir() if p.is_dir())
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ SCALING_MASTERS = ["local[1]", "local[2]", "local-cluster[2,1,2048]"]
 
 def session(master: str) -> SparkSession:
     """The pipeline's session (conf/pipeline.yaml's Spark settings) on `master`."""
-    settings = load_settings(env={"CRM_SPARK__MASTER": master})
+    settings = load_settings(env={**os.environ, "CRM_SPARK__MASTER": master})
     return get_spark(settings, app_name="kmeans-benchmark",
                      extra_conf={"spark.driver.memory": "8g", "spark.executor.memory": "2g"})
 
