@@ -25,6 +25,7 @@ EXTRAS = {
     ],
     "dev": [
         "pytest==9.0.3",
+        "pytest-xdist==3.8.0",  # `make test` runs on two workers
         "chispa==0.12.0",
         "ruff==0.14.6",
         "duckdb==1.4.2",

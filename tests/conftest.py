@@ -96,3 +96,15 @@ def pipeline_run(spark, tmp_path_factory):
         if stage is not None:
             stage(ctx)
     yield pipeline_settings, ctx.lake, root / "landing.truth", business_date
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Groups for `pytest -n 2 --dist loadgroup`: a module stays on one worker, so its module fixtures
+    are built once; the modules over the shared `pipeline_run` share one group, so it is built once too,
+    and that group, the longest, goes first."""
+    pipeline_modules = {item.module.__name__ for item in items if "pipeline_run" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("pipeline_run" if module in pipeline_modules else module))
+    items.sort(key=lambda item: item.module.__name__ not in pipeline_modules)
