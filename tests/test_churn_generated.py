@@ -52,7 +52,7 @@ def test_generated_data_labels_agree_with_planted_churn_dates(spark, nightly):
     label = settings.job("churn").label
     cutoff = training_cutoffs(day, settings.job("churn"))[-1]
     end = cutoff + timedelta(days=label.horizon_days)
-    transactions = with_local_day(lake.read("silver.transactions"), spark, settings.bank.timezone)
+    transactions = with_local_day(lake.read("silver.transactions"), settings.bank.timezone)
     labels = {r.customer_id: r.churned for r in
               churn_labels(lake.read("silver.accounts"), transactions, cutoff, label).collect()}
     planted = {c for c, d in churn_dates.items() if cutoff < d <= end and c in labels}

@@ -111,7 +111,7 @@ TRANSACTIONS = [
 @pytest.fixture
 def labels(spark, settings):
     accounts = silver_frame(spark, "accounts", ACCOUNTS)
-    transactions = with_local_day(silver_frame(spark, "transactions", TRANSACTIONS), spark, "Asia/Shanghai")
+    transactions = with_local_day(silver_frame(spark, "transactions", TRANSACTIONS), "Asia/Shanghai")
     return churn_labels(accounts, transactions, CUTOFF, settings.job("churn").label)
 
 

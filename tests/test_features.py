@@ -22,7 +22,7 @@ from jobs.common.context import RunContext
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
-from jobs.features.build import AsOf, build_features, deposit_balances, local_date, salary_signals
+from jobs.features.build import AsOf, build_features, deposit_balances, salary_signals
 from jobs.features.catalog import conform
 from jobs.features.job import run
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
@@ -385,7 +385,7 @@ def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_
         # same instant: the larger txn_id is booked last
         txn("b4", "A9", "C9", "2026-06-30T09:00:00", 699, "debit", "withdrawal", 300),
         txn("b3", "A9", "C9", "2026-06-30T09:00:00", 899, "debit", "withdrawal", 100),
-    ]).withColumn("txn_date", local_date(spark, "txn_ts", as_of.timezone)))
+    ]).withColumn("txn_date", as_of.local_date("txn_ts")))
     accounts = silver_frame(spark, "accounts", [
         {"account_id": "A9", "customer_id": "C9", "account_type": "savings", "open_date": "2026-01-01",
          "status": "open", "currency": "CNY", "updated_at": "2026-01-01T10:00:00"}])

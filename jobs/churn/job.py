@@ -40,7 +40,7 @@ def labelled_features(ctx: RunContext, cutoffs: list[date]) -> DataFrame:
             raise InputError(f"{table} does not exist; churn labels come from it",
                              hint="run ingest and clean first")
     accounts = ctx.lake.read("silver.accounts")
-    transactions = with_local_day(ctx.lake.read("silver.transactions"), ctx.spark, ctx.settings.bank.timezone)
+    transactions = with_local_day(ctx.lake.read("silver.transactions"), ctx.settings.bank.timezone)
     frames = []
     for cutoff in cutoffs:
         labels = churn_labels(accounts, transactions, cutoff, settings.label).select("customer_id", LABEL)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.churn.settings import LabelSettings
-from jobs.features.build import local_date
+from jobs.common.local_dates import local_date
 
 TXN_DAY = "txn_day"
 
 
-def with_local_day(transactions: DataFrame, spark: SparkSession, timezone: str) -> DataFrame:
-    return transactions.withColumn(TXN_DAY, local_date(spark, "txn_ts", timezone))
+def with_local_day(transactions: DataFrame, timezone: str) -> DataFrame:
+    return transactions.withColumn(TXN_DAY, local_date("txn_ts", timezone))
 
 
 def customers_with_open_accounts(accounts: DataFrame, day: date) -> DataFrame:

@@ -21,6 +21,7 @@ from jobs.common.config import Settings
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
+from jobs.common.local_dates import local_date
 from jobs.features.catalog import conform, with_fills, with_money_in_cents
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
 from jobs.features.settings import FeatureSettings
@@ -28,6 +29,7 @@ from jobs.features.settings import FeatureSettings
 DAYS_PER_YEAR = 365
 # Month-spaced balance points of the slope are 30 days apart.
 DAYS_PER_MONTH = 30
+FAST_DATE_DAYS = 2 * DAYS_PER_YEAR
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class AsOf:
     def first_day(self, days: int) -> date:
         """First date of the window of the last `days` days ending at D (inclusive)."""
         return self.date - timedelta(days=days - 1)
+
+    def local_date(self, column: str | Column) -> Column:
+        """The bank-local date of a timestamp column: exact, and without per-row zone rules for the
+        instants of the FAST_DATE_DAYS up to D, where every window of conf/features.yaml lies."""
+        start = datetime.combine(self.first_day(FAST_DATE_DAYS), time.min, ZoneInfo(self.timezone))
+        return local_date(column, self.timezone, (start, self.cutoff))
 
     def within(self, column: str | Column, days: int) -> Column:
         col = F.col(column) if isinstance(column, str) else column
@@ -65,13 +73,6 @@ class Inputs:
     campaign_responses: DataFrame
 
 
-def local_date(spark: SparkSession, column: str, timezone: str) -> Column:
-    """The bank-local calendar date of a timestamp column (independent of the session time zone)."""
-    session_tz = spark.conf.get("spark.sql.session.timeZone")
-    utc_wall_clock = F.to_utc_timestamp(F.col(column), session_tz)
-    return F.to_date(F.from_utc_timestamp(utc_wall_clock, timezone))
-
-
 def read_inputs(spark: SparkSession, lake: Lake, as_of: AsOf) -> Inputs:
     """The silver tables as known at D. Optional sources that were never loaded read as empty."""
 
@@ -84,7 +85,7 @@ def read_inputs(spark: SparkSession, lake: Lake, as_of: AsOf) -> Inputs:
 
     def events(name: str, ts: str, date_column: str) -> DataFrame:
         return (table(name).where(F.col(ts) < F.lit(as_of.cutoff))
-                .withColumn(date_column, local_date(spark, ts, as_of.timezone)))
+                .withColumn(date_column, as_of.local_date(ts)))
 
     return Inputs(
         customers=table("customers"),

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.context import RunContext
 from jobs.common.errors import InputError
+from jobs.common.local_dates import local_date
 from jobs.push.job import HISTORY, RESPONSES
 from jobs.push.settings import PushSettings
 
@@ -123,8 +124,8 @@ def run(ctx: RunContext) -> dict[str, int]:
     # A transaction after the push date arrives in a batch of that date or later.
     activity = (lake.read("silver.transactions", partition_filters=[("batch_date", ">", start)])
                 .where(~F.col("txn_type").isin(settings.measure.activity_excluded_txn_types))
-                .select("customer_id", F.to_date(F.from_utc_timestamp("txn_ts", ctx.settings.bank.timezone))
-                        .alias("activity_date")).distinct())
+                .select("customer_id", local_date("txn_ts", ctx.settings.bank.timezone).alias("activity_date"))
+                .distinct())
     flags = response_flags(pushes, responses).withColumnRenamed("converted", "converted_reported")
     outcomes = conversions(pushes, new_holdings, activity, as_of)
     performance = (campaign_performance(pushes, flags, outcomes, as_of, settings.measure.confidence_level)
