@@ -29,6 +29,8 @@ from jobs.features.settings import FeatureSettings
 DAYS_PER_YEAR = 365
 # Month-spaced balance points of the slope are 30 days apart.
 DAYS_PER_MONTH = 30
+# Timestamps of the last two years (every window of conf/features.yaml) get their local date by
+# arithmetic; older ones by Spark's conversion, row by row.
 FAST_DATE_DAYS = 2 * DAYS_PER_YEAR
 
 
@@ -49,8 +51,7 @@ class AsOf:
         return self.date - timedelta(days=days - 1)
 
     def local_date(self, column: str | Column) -> Column:
-        """The bank-local date of a timestamp column: exact, and without per-row zone rules for the
-        instants of the FAST_DATE_DAYS up to D, where every window of conf/features.yaml lies."""
+        """The bank-local date of a timestamp column (exact; fast for the FAST_DATE_DAYS up to D)."""
         start = datetime.combine(self.first_day(FAST_DATE_DAYS), time.min, ZoneInfo(self.timezone))
         return local_date(column, self.timezone, (start, self.cutoff))
 
