@@ -69,7 +69,8 @@ def normalise_phone(text: Column, country_code: str) -> Column:
 
 def parse_timestamp(text: Column, timezone: str) -> Column:
     """ISO 8601; without a zone the value is the bank's local time. The result is an instant (UTC)."""
-    local = F.concat(F.regexp_replace(text, "T", " "), F.lit(" " + timezone))
+    # Spark's cast takes the `T` or a space before the time, then a zone id after a space.
+    local = F.concat(text, F.lit(" " + timezone))
     return F.when(text.rlike(_TIMESTAMP),
                   F.when(text.rlike(_ZONE), text.try_cast(T.TimestampType()))
                   .otherwise(local.try_cast(T.TimestampType())))
