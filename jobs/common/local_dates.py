@@ -9,6 +9,7 @@ result exact.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column
@@ -20,7 +21,9 @@ MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
 PROBE_SECONDS = 3_600
 
 
-def offset_pieces(timezone: str, start: datetime, end: datetime) -> list[tuple[int, int]]:
+# A feature build asks for the same span once per event table (30 ms of probing each).
+@lru_cache(maxsize=32)
+def offset_pieces(timezone: str, start: datetime, end: datetime) -> tuple[tuple[int, int], ...]:
     """(first epoch second, UTC offset in seconds) of each stretch of [start, end) with one offset."""
     zone = ZoneInfo(timezone)
 
@@ -37,10 +40,10 @@ def offset_pieces(timezone: str, start: datetime, end: datetime) -> list[tuple[i
                 middle = (same + changed) // 2
                 same, changed = (middle, changed) if offset(middle) == pieces[-1][1] else (same, middle)
             pieces.append((changed, offset(changed)))
-    return pieces
+    return tuple(pieces)
 
 
-def _offset_micros(micros: Column, pieces: list[tuple[int, int]]) -> Column:
+def _offset_micros(micros: Column, pieces: tuple[tuple[int, int], ...]) -> Column:
     """The offset of the piece holding `micros`, by a balanced tree of comparisons."""
     if len(pieces) == 1:
         return F.lit(pieces[0][1] * MICROS_PER_SECOND)
