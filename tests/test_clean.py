@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shutil
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -30,12 +31,12 @@ from test_ingest_fixtures import (
 from jobs.clean.audit import BatchAudit
 from jobs.clean.job import run as clean
 from jobs.clean.job import validate_silver
-from jobs.clean.parse import assemble_reasons
+from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields
 from jobs.clean.pii import hash_key
 from jobs.clean.settings import PiiKeySettings
 from jobs.common.config import load_settings
 from jobs.common.context import RunContext
-from jobs.common.contract import load_contract
+from jobs.common.contract import FieldSpec, SourceSpec, load_contract
 from jobs.common.errors import DataQualityError, InputError
 from jobs.common.paths import CONF_DIR
 from jobs.ingest.job import run as ingest
@@ -343,3 +344,46 @@ def test_clean_reasons_when_rules_fail_in_precedence_order_else_empty_and_no_rea
 
     assert [(r["reasons"], r["reason"]) for r in rows] == [
         ([], None), (["missing_required", "bad_type"], "missing_required"), (["bad_type"], "bad_type")]
+
+
+@pytest.mark.parametrize("business_date", [date(2026, 11, 1), date(2040, 1, 1)],
+                         ids=["in_the_fast_span", "outside_it"])
+def test_parse_fields_when_timestamps_are_local_zoned_or_malformed_gives_the_instant_or_null(
+        spark, business_date):
+    berlin = "Europe/Berlin"
+    utc = {
+        "2026-07-01T12:00:00.123456": datetime(2026, 7, 1, 10, 0, 0, 123456),  # summer time, +02:00
+        "2026-01-15 08:30:00": datetime(2026, 1, 15, 7, 30),                    # winter time, +01:00
+        "2026-03-29T02:30:00": datetime(2026, 3, 29, 1, 30),  # in the spring gap: the offset before it
+        "2026-10-25T02:30:00": datetime(2026, 10, 25, 0, 30),  # in the autumn overlap: the earlier one
+        "1990-07-01T12:00:00": datetime(1990, 7, 1, 10, 0),
+        "2026-07-01T12:00:00Z": datetime(2026, 7, 1, 12, 0),
+        "2026-07-01T12:00:00-05:00": datetime(2026, 7, 1, 17, 0),
+        "2026-07-01T12:00:00+0530": datetime(2026, 7, 1, 6, 30),
+        "2026-07-01": None, "2026-07-01T25:00:00": None, "2026-13-01T10:00:00": None, "yesterday": None,
+        "2026-07-01T12:00:00 Europe/Paris": None,
+    }
+    spec = SourceSpec("events", 1, False, "append", ("event_ts",), (FieldSpec("event_ts", "timestamp"),))
+    bronze = spark.createDataFrame([(text, business_date, "events.csv") for text in utc],
+                                   "event_ts string, batch_date date, source_file string")
+
+    parsed = (bronze.transform(keep_raw(spec))
+              .transform(parse_fields(spec, load_settings().job("clean"), berlin, business_date)))
+
+    rows = parsed.select(F.col("raw.event_ts").alias("text"), "event_ts").collect()
+    as_utc = {r["text"]: r["event_ts"] and r["event_ts"].astimezone(UTC).replace(tzinfo=None) for r in rows}
+    assert as_utc == utc
+    # the zone database agrees (fold=0: the offset before a change, as Java's atZone)
+    assert utc["2026-10-25T02:30:00"] == datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo(berlin)) \
+        .astimezone(UTC).replace(tzinfo=None)
+
+
+def test_normalise_code_when_words_are_separated_by_spaces_tabs_or_hyphens_joins_them_with_one_underscore(spark):
+    texts = spark.createDataFrame([("Time Deposit",), ("time\t-  deposit",), ("Fixed-Deposit",), ("TD",),
+                                   ("current",), ("credit_card",), (None,)], "text string")
+
+    codes = texts.select(normalise_code(F.col("text"), {"fixed_deposit": "time_deposit", "td": "time_deposit"})
+                         .alias("code")).collect()
+
+    assert [r["code"] for r in codes] == ["time_deposit", "time_deposit", "time_deposit", "time_deposit",
+                                          "current", "credit_card", None]
