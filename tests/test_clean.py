@@ -360,7 +360,7 @@ def test_parse_fields_when_timestamps_are_local_zoned_or_malformed_gives_the_ins
         "2026-07-01T12:00:00Z": datetime(2026, 7, 1, 12, 0),
         "2026-07-01T12:00:00-05:00": datetime(2026, 7, 1, 17, 0),
         "2026-07-01T12:00:00+0530": datetime(2026, 7, 1, 6, 30),
-        "2026-07-01": None, "2026-07-01T25:00:00": None, "2026-13-01T10:00:00": None, "yesterday": None,
+        "2026-07-01": None, "2026-07-01T12:00": None, "2026-07-01T12:00+02:00": None, "2026-07-01T25:00:00": None, "2026-13-01T10:00:00": None, "yesterday": None,
         "2026-07-01T12:00:00 Europe/Paris": None,
     }
     spec = SourceSpec("events", 1, False, "append", ("event_ts",), (FieldSpec("event_ts", "timestamp"),))
