@@ -6,8 +6,7 @@ top-level column of its contract type; `_fail_<reason>` booleans say which rules
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -15,7 +14,7 @@ from pyspark.sql import types as T
 
 from jobs.clean.settings import CleanSettings
 from jobs.common.contract import FieldSpec, SourceSpec
-from jobs.common.local_dates import instant_of_wall_clock
+from jobs.common.local_dates import instant_of_wall_clock, local_midnight
 
 RAW = "raw"
 FAIL = "_fail_"
@@ -114,11 +113,6 @@ def parse_timestamp(text: Column, zoned: Column, wall_clock: Column, timezone: s
                   F.coalesce(zoned, instant_of_wall_clock(wall_clock, timezone, fast_span)))
 
 
-def end_of_business_day(business_date: date, timezone: str) -> datetime:
-    """The first instant after day D in the bank's zone (timestamps must be before it)."""
-    return datetime.combine(business_date + timedelta(days=1), time(), ZoneInfo(timezone))
-
-
 class _FieldRules:
     """Typed value and failure conditions of one field."""
 
@@ -126,8 +120,9 @@ class _FieldRules:
         self.spec, self.conf, self.timezone, self.business_date = spec, conf, timezone, business_date
         self.failures: dict[str, list[Column]] = defaultdict(list)
         self.not_after = set(conf.not_after_business_date.get(spec.source, []))
-        end = end_of_business_day(business_date, timezone)
-        self.fast_span = (end - timedelta(days=FAST_TIMESTAMP_DAYS), end)
+        # The first instant after day D in the bank's zone: timestamps must be before it.
+        self.day_end = local_midnight(business_date + timedelta(days=1), timezone)
+        self.fast_span = (self.day_end - timedelta(days=FAST_TIMESTAMP_DAYS), self.day_end)
 
     def fail(self, reason: str, condition: Column) -> None:
         self.failures[reason].append(F.coalesce(condition, F.lit(False)))
@@ -151,7 +146,7 @@ class _FieldRules:
             self.fail("non_positive_amount", value <= F.lit(0))
         if field.name in self.not_after:
             limit = (F.lit(self.business_date) if field.type == "date"
-                     else F.lit(end_of_business_day(self.business_date, self.timezone)).cast("timestamp"))
+                     else F.lit(self.day_end).cast("timestamp"))
             self.fail("future_date", value >= limit if field.type == "timestamp" else value > limit)
         return expression.alias(field.name)
 

@@ -9,7 +9,7 @@ result exact. The same pieces turn a local wall clock into its instant.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,11 @@ MICROS_PER_SECOND = 1_000_000
 MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
 # Offsets are probed hourly; no zone changes its offset twice within an hour.
 PROBE_SECONDS = 3_600
+
+
+def local_midnight(day: date, timezone: str) -> datetime:
+    """The instant `day` begins in `timezone` (aware)."""
+    return datetime.combine(day, time.min, ZoneInfo(timezone))
 
 
 # A feature build asks for the same span once per event table (30 ms of probing each).

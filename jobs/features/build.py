@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from functools import reduce
-from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -21,7 +20,7 @@ from jobs.common.config import Settings
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
-from jobs.common.local_dates import local_date
+from jobs.common.local_dates import local_date, local_midnight
 from jobs.features.catalog import conform, with_fills, with_money_in_cents
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
 from jobs.features.settings import FeatureSettings
@@ -44,7 +43,7 @@ class AsOf:
     @property
     def cutoff(self) -> datetime:
         """The first instant after D (local midnight of D+1), time-zone aware."""
-        return datetime.combine(self.date + timedelta(days=1), time.min, ZoneInfo(self.timezone))
+        return local_midnight(self.date + timedelta(days=1), self.timezone)
 
     def first_day(self, days: int) -> date:
         """First date of the window of the last `days` days ending at D (inclusive)."""
@@ -52,8 +51,8 @@ class AsOf:
 
     def local_date(self, column: str | Column) -> Column:
         """The bank-local date of a timestamp column (exact; fast for the FAST_DATE_DAYS up to D)."""
-        start = datetime.combine(self.first_day(FAST_DATE_DAYS), time.min, ZoneInfo(self.timezone))
-        return local_date(column, self.timezone, (start, self.cutoff))
+        return local_date(column, self.timezone,
+                          (local_midnight(self.first_day(FAST_DATE_DAYS), self.timezone), self.cutoff))
 
     def within(self, column: str | Column, days: int) -> Column:
         col = F.col(column) if isinstance(column, str) else column
