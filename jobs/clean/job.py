@@ -30,6 +30,7 @@ from jobs.common.contract import SourceSpec, load_contract
 from jobs.common.errors import DataQualityError
 from jobs.common.lake import Lake
 from jobs.common.paths import PROJECT_ROOT
+from jobs.common.spark import empty_frame
 
 log = logging.getLogger("crm.clean")
 
@@ -62,7 +63,7 @@ def read_bronze(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
         return lake.read(table, partition_filters=[("batch_date", "=", batch_date)])
     log.warning("%s does not exist: %s is cleaned as an empty batch", table, spec.source)
     schema = _string_schema(spec.field_names).add("batch_date", T.DateType()).add("source_file", "string")
-    return lake.spark.createDataFrame([], schema)
+    return empty_frame(lake.spark, schema)
 
 
 def reference_keys(lake: Lake, spec: SourceSpec, conf: CleanSettings) -> dict[str, tuple[DataFrame, str]]:
@@ -73,7 +74,7 @@ def reference_keys(lake: Lake, spec: SourceSpec, conf: CleanSettings) -> dict[st
         source_name, key = field.references.split(".")
         table = f"silver.{source_name}"
         keys = (lake.read(table).select(F.col(key).alias("key")) if lake.exists(table)
-                else lake.spark.createDataFrame([], _string_schema(["key"])))
+                else empty_frame(lake.spark, _string_schema(["key"])))
         references[field.name] = (keys, conf.reference_reasons[source_name])
     return references
 
@@ -82,7 +83,7 @@ def earlier_keys(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
     table = f"silver.{spec.source}"
     if lake.exists(table):
         return lake.read(table, partition_filters=[("batch_date", "<", batch_date)]).select(*spec.key)
-    return lake.spark.createDataFrame([], spec.spark_schema).select(*spec.key)
+    return empty_frame(lake.spark, spec.spark_schema).select(*spec.key)
 
 
 def check_batch(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, bronze: DataFrame) -> DataFrame:

@@ -61,6 +61,7 @@ from pyspark.sql.types import (
 )
 
 from jobs.common.config import Settings
+from jobs.common.spark import empty_frame
 
 # (column, op, value) with op one of = != < <= > >= in "not in"; values as strings, dates or numbers.
 PartitionFilter = tuple[str, str, Any]
@@ -385,7 +386,7 @@ class Lake:
             return frame.where(filters_to_column(partition_filters)) if partition_filters else frame
         files = dt.file_uris(file_pruning_predicate=_normalise_filters(partition_filters))
         if not files:
-            return self.spark.createDataFrame([], schema)
+            return empty_frame(self.spark, schema)
         frame = (self.spark.read.schema(schema)
                  .option("basePath", self._uri(self.path(name)))
                  .parquet(*files))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from jobs.common.config import Settings
 from jobs.common.paths import CONF_DIR
@@ -42,3 +43,9 @@ def get_spark(settings: Settings, app_name: str | None = None,
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def empty_frame(spark: SparkSession, schema: StructType | str) -> DataFrame:
+    """No rows, in a plan Spark knows is empty, so joins with it and filters over it fold away when the
+    query is planned (a frame of an empty list is a scan Spark has to run to find that out)."""
+    return spark.createDataFrame([], schema).limit(0)

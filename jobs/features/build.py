@@ -21,6 +21,7 @@ from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
 from jobs.common.local_dates import local_date, local_midnight
+from jobs.common.spark import empty_frame
 from jobs.features.catalog import conform, with_fills, with_money_in_cents
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
 from jobs.features.settings import FeatureSettings
@@ -81,7 +82,7 @@ def read_inputs(spark: SparkSession, lake: Lake, as_of: AsOf) -> Inputs:
             return lake.read(f"silver.{name}")
         if not source(name).optional:
             raise InputError(f"silver.{name} does not exist; run ingest and clean first")
-        return spark.createDataFrame([], source(name).spark_schema)
+        return empty_frame(spark, source(name).spark_schema)
 
     def events(name: str, ts: str, date_column: str) -> DataFrame:
         return (table(name).where(F.col(ts) < F.lit(as_of.cutoff))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from jobs.common.context import RunContext
+from jobs.common.spark import empty_frame
 from jobs.common.tags import write_tags
 from jobs.features.build import AsOf, build_features, read_inputs
 from jobs.features.loan_warnings import LOAN_WARNINGS_TABLE, history_window, loan_warnings
@@ -31,7 +32,7 @@ def run(ctx: RunContext) -> dict[str, int]:
     inputs = read_inputs(ctx.spark, lake, as_of)
     previous = (lake.read(LOAN_WARNINGS_TABLE, partition_filters=history_window(day, conf))
                 if lake.exists(LOAN_WARNINGS_TABLE) else
-                ctx.spark.createDataFrame([], "loan_id string, days_past_due int, as_of_date date"))
+                empty_frame(ctx.spark, "loan_id string, days_past_due int, as_of_date date"))
     warnings = loan_warnings(inputs.loans, stored, previous, as_of, conf)
     written[LOAN_WARNINGS_TABLE] = lake.replace_partitions(warnings, LOAN_WARNINGS_TABLE, the_day,
                                                            partition_by=["as_of_date"],

@@ -19,6 +19,7 @@ from jobs.common.context import RunContext
 from jobs.common.contract import SourceSpec, load_contract
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
+from jobs.common.spark import empty_frame
 from jobs.ingest.landing import LandingFile, batch_files, batch_folder, is_complete
 from jobs.ingest.readers import read_landing_file
 from jobs.ingest.settings import IngestSettings
@@ -73,7 +74,7 @@ def read_batch(ctx: RunContext, spec: SourceSpec, files: list[LandingFile], conf
                       .transform(with_lineage(ctx.business_date, file.name, ingested_at, ctx.run_id)))
     if not frames:
         empty = T.StructType([T.StructField(n, T.StringType()) for n in spec.field_names])
-        frames = [ctx.spark.createDataFrame([], empty)
+        frames = [empty_frame(ctx.spark, empty)
                   .transform(with_lineage(ctx.business_date, "", ingested_at, ctx.run_id))]
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames), extras
 

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from jobs.common.context import RunContext
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
+from jobs.common.spark import empty_frame
 from jobs.push.campaigns import FEATURES, RECOMMENDATIONS, Campaign, CampaignBook, load_campaigns
 from jobs.push.eligibility import (
     candidate_offers,
@@ -97,7 +98,7 @@ def read_inputs(lake: Lake, as_of: date, settings: PushSettings, book: CampaignB
         unsubscribes = (lake.read(RESPONSES, partition_filters=[("batch_date", "<=", as_of)])
                         .where(F.col("event") == "unsubscribed").select("customer_id", "channel").distinct())
     else:
-        unsubscribes = spark.createDataFrame([], "customer_id string, channel string")
+        unsubscribes = empty_frame(spark, "customer_id string, channel string")
     reach_back = max([settings.frequency.window_days] + [c.validity_days for c in book.campaigns])
     if lake.exists(HISTORY):
         history = lake.read(HISTORY, partition_filters=[("as_of_date", ">=", as_of - timedelta(days=reach_back)),
@@ -183,7 +184,7 @@ def run(ctx: RunContext) -> dict[str, int]:
                                         .select("customer_id", F.lit(as_of).alias("as_of_date")))
 
     day = (reduce(DataFrame.unionByName, selections) if selections
-           else spark.createDataFrame([], ", ".join(f"{n} {t}" for n, t in DAY_FIELDS)))
+           else empty_frame(spark, ", ".join(f"{n} {t}" for n, t in DAY_FIELDS)))
     history = (day.withColumn("as_of_date", F.lit(as_of)).withColumn("run_id", F.lit(ctx.run_id))
                .withColumnRenamed("reasons", "reason_codes").select(*HISTORY_COLUMNS))
     # History first: if publishing the files fails, a rerun of D replaces both.

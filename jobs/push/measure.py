@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from jobs.common.context import RunContext
 from jobs.common.errors import InputError
 from jobs.common.local_dates import local_date
+from jobs.common.spark import empty_frame
 from jobs.push.job import HISTORY, RESPONSES
 from jobs.push.settings import PushSettings
 
@@ -117,7 +118,7 @@ def run(ctx: RunContext) -> dict[str, int]:
     if lake.exists(RESPONSES):
         responses = lake.read(RESPONSES, partition_filters=[("batch_date", "<=", as_of)])
     else:
-        responses = ctx.spark.createDataFrame([], "push_id string, event string")
+        responses = empty_frame(ctx.spark, "push_id string, event string")
     product_types = lake.read("silver.products").select("product_id", "product_type")
     new_holdings = (lake.read("silver.holdings").where(F.col("start_date") > F.lit(start))
                     .join(product_types, "product_id").select("customer_id", "product_type", "start_date"))
