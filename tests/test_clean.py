@@ -31,7 +31,7 @@ from test_ingest_fixtures import (
 from jobs.clean.audit import BatchAudit
 from jobs.clean.job import run as clean
 from jobs.clean.job import validate_silver
-from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields
+from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key
 from jobs.clean.settings import PiiKeySettings
 from jobs.common.config import load_settings
@@ -94,6 +94,9 @@ def day2_bank() -> dict[str, dict[str, list[dict]]]:
             response("X91", "C999", f"{D2}T07:00:00")]},                            # orphan_customer
         "app_events": {"events.parquet": [
             app_event("C4", f"{D2}T07:30:00"),
+            *[event for minute in range(40, 46) for event in (                    # the same keys, written
+                app_event("C1", f"{D2}T07:{minute}:00"),                           # apart: duplicate_key
+                app_event("C1", f"{D2}T07:{minute}:00+08:00", event_type=" LOGIN "))],
             app_event("C1", f"{D2}T07:30:00", event_type=""),                     # missing_required
             app_event("C4", f"{D2}T07:31:00", event_type="page_view", product_id="P999")]},  # orphan_product
     }
@@ -109,7 +112,7 @@ EXPECTED_QUARANTINE = {
     "transactions": {"bad_type": 2, "duplicate_key": 2, "non_positive_amount": 2, "orphan_account": 1,
                      "orphan_customer": 1, "future_date": 1, "missing_required": 1, "unknown_code": 2},
     "campaign_responses": {"unknown_code": 1, "orphan_customer": 1},
-    "app_events": {"missing_required": 1, "orphan_product": 1},
+    "app_events": {"missing_required": 1, "orphan_product": 1, "duplicate_key": 6},
 }
 
 
@@ -226,6 +229,27 @@ def test_clean_duplicate_txn_id_across_dates_and_files_keeps_the_first(scenario)
                       ("T7", DAY2)]
     assert duplicates == [("T2", f"transactions/dt={D2}/part-1.csv.gz"),
                           ("T5", f"transactions/dt={D2}/part-2.jsonl")]
+
+
+def test_clean_duplicate_key_when_written_with_a_zone_and_another_code_spelling_is_found(scenario):
+    lake = scenario["lake"]
+
+    silver = {(r["customer_id"], r["event_ts"], r["event_type"]) for r in
+              lake.read("silver.app_events").where(F.col("batch_date") == DAY2).collect()}
+    duplicates = sorted((r["event_ts"], r["event_type"]) for r in
+                        lake.read("quarantine.app_events").where("reason = 'duplicate_key'").collect())
+
+    # 07:4x in Shanghai (the bank's zone) is 23:4x UTC the day before; the raw values order the copies.
+    assert {("C1", datetime(2026, 3, 1, 23, minute), "login") for minute in range(40, 46)} <= silver
+    assert duplicates == [(f"{D2}T07:{minute}:00+08:00", " LOGIN ") for minute in range(40, 46)]
+
+
+def test_text_valued_fields_when_codes_phones_or_emails_are_normalised_leaves_them_out():
+    contract, clean_conf = load_contract(), load_settings().job("clean")
+
+    assert text_valued_fields(contract["app_events"], clean_conf) == ["customer_id", "page", "product_id"]
+    assert not {"phone", "email", "gender", "status"} & set(text_valued_fields(contract["customers"], clean_conf))
+    assert "full_name" in text_valued_fields(contract["customers"], clean_conf)
 
 
 def test_clean_quarantine_keeps_raw_values_and_every_failed_rule_in_precedence(scenario):

@@ -20,10 +20,10 @@ from pyspark.sql import types as T
 
 from jobs.clean.audit import BATCH_AUDIT, BatchAudit
 from jobs.clean.audit import SCHEMA as AUDIT_SCHEMA
-from jobs.clean.parse import RAW, assemble_reasons, keep_raw, parse_fields
+from jobs.clean.parse import RAW, assemble_reasons, keep_raw, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key, pii_only, without_pii
 from jobs.clean.quality import DQ_RESULTS_SCHEMA, Validator, dq_rows, load_suite, write_results
-from jobs.clean.rules import flag_duplicates, flag_orphans, latest_per_key
+from jobs.clean.rules import cluster_by_key, flag_duplicates, flag_orphans, latest_per_key
 from jobs.clean.settings import CleanSettings
 from jobs.common.context import RunContext
 from jobs.common.contract import SourceSpec, load_contract
@@ -88,6 +88,9 @@ def earlier_keys(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
 
 def check_batch(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, bronze: DataFrame) -> DataFrame:
     """Every bronze row with its typed values, `reason`/`reasons` and where it goes (`_outcome`)."""
+    if spec.kind == "append":
+        text_keys = [name for name in text_valued_fields(spec, conf) if name in spec.key]
+        bronze = bronze.transform(cluster_by_key(text_keys))
     checked = (bronze.transform(keep_raw(spec))
                .transform(parse_fields(spec, conf, ctx.settings.bank.timezone, ctx.business_date))
                .transform(flag_orphans(reference_keys(ctx.lake, spec, conf))))

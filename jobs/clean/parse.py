@@ -44,10 +44,18 @@ def keep_raw(spec: SourceSpec):
     return apply
 
 
-def _text(name: str) -> Column:
-    """Trimmed raw value; an empty field is null (the contract: empty field = null)."""
-    trimmed = F.trim(F.col(f"{RAW}.{name}"))
+def text_value(delivered: Column) -> Column:
+    """Trimmed value; an empty field is null (the contract: empty field = null)."""
+    trimmed = F.trim(delivered)
     return F.when(trimmed != "", trimmed)
+
+
+def text_valued_fields(spec: SourceSpec, conf: CleanSettings) -> list[str]:
+    """The fields whose typed value is their `text_value`: strings that no rule rewrites (codes, phones
+    and e-mails are normalised, see `_FieldRules._string`)."""
+    rewritten = set(conf.phone_fields) | set(conf.email_fields)
+    return [f.name for f in spec.fields
+            if f.type == "string" and not f.codes and f"{spec.source}.{f.name}" not in rewritten]
 
 
 def _text_column(name: str) -> str:
@@ -201,7 +209,7 @@ def parse_fields(spec: SourceSpec, conf: CleanSettings, timezone: str, business_
         values = [rules.value(field) for field in spec.fields]
         flags = [F.greatest(*conditions, F.lit(False)).alias(fail_column(reason))
                  for reason, conditions in rules.failures.items()]
-        return (frame.select(*lineage, *[_text(field.name).alias(text)
+        return (frame.select(*lineage, *[text_value(F.col(f"{RAW}.{field.name}")).alias(text)
                                          for field, text in zip(spec.fields, texts, strict=True)])
                 .select(*lineage, *texts, *parts)
                 .select(*lineage, *texts, *values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.clean.parse import FAIL, RAW, fail_column
+from jobs.clean.parse import FAIL, RAW, fail_column, text_value
 from jobs.common.contract import SourceSpec
 
 
@@ -35,27 +35,41 @@ def flag_orphans(references: dict[str, tuple[DataFrame, str]]):
     return apply
 
 
+def cluster_by_key(fields: list[str]):
+    """Bronze rows hash-partitioned by the typed values of `fields`, key fields whose typed value is
+    their trimmed text, so that all rows of a key share a partition before they are typed.
+
+    Spark follows that partitioning through the typing's projections to the typed key, so ranking
+    duplicates (`flag_duplicates`) shuffles nothing more: shuffling the delivered strings moves less
+    than shuffling typed rows together with their raw values. Spark checks the partitioning against
+    the rank's own key, so other fields (or none) would cost the rank a shuffle, never a wrong result.
+    """
+    def apply(bronze: DataFrame) -> DataFrame:
+        return bronze.repartition(*[text_value(F.col(name)) for name in fields]) if fields else bronze
+    return apply
+
+
 def flag_duplicates(spec: SourceSpec, earlier_keys: DataFrame):
     """duplicate_key for every repeat of a key among rows that pass every other rule.
 
     The first occurrence wins: a key already in silver from an earlier batch (`earlier_keys`) beats
     this batch; inside the batch the order is source file, then the raw values (deterministic, and
     exact re-sends are interchangeable). Rows failing another rule neither win nor lose here.
+    The earlier keys are joined to the batch rather than ranked with it, so that a batch clustered
+    by its key (`cluster_by_key`) keeps its partitions.
     """
     key = list(spec.key)
 
     def apply(frame: DataFrame) -> DataFrame:
-        candidates = (frame.withColumn("_candidate", _passes_every_rule(frame))
-                      .withColumn("_earlier", F.lit(False)))
-        earlier = (earlier_keys.select(*key).withColumn("_candidate", F.lit(True))
-                   .withColumn("_earlier", F.lit(True)))
-        order = Window.partitionBy(*key, "_candidate").orderBy(
-            F.col("_earlier").desc(), F.col("source_file").asc(), F.col(RAW).asc())
-        ranked = (candidates.unionByName(earlier, allowMissingColumns=True)
-                  .withColumn("_rank", F.row_number().over(order))
-                  .where(~F.col("_earlier")))
-        return (_or_flag(ranked, "duplicate_key", F.col("_candidate") & (F.col("_rank") > 1))
-                .drop("_candidate", "_earlier", "_rank"))
+        earlier = earlier_keys.select(*key).distinct().withColumn("_earlier", F.lit(True))
+        order = Window.partitionBy(*key, "_candidate").orderBy(F.col("source_file").asc(), F.col(RAW).asc())
+        ranked = (frame.withColumn("_candidate", _passes_every_rule(frame))
+                  .join(earlier, key, "left")
+                  .withColumn("_rank", F.row_number().over(order)))
+        repeated = F.col("_candidate") & (F.col("_earlier").isNotNull() | (F.col("_rank") > 1))
+        flagged = _or_flag(ranked, "duplicate_key", repeated)
+        return flagged.select(*frame.columns, *[c for c in flagged.columns
+                                                if c.startswith(FAIL) and c not in frame.columns])
     return apply
 
 
