@@ -50,12 +50,19 @@ def text_value(delivered: Column) -> Column:
     return F.when(trimmed != "", trimmed)
 
 
+def _string_form(spec: SourceSpec, conf: CleanSettings, field: FieldSpec) -> str:
+    """How a string field's value is normalised: `code`, `phone`, `email`, or `text` (kept as trimmed)."""
+    dotted = f"{spec.source}.{field.name}"
+    if field.codes:
+        return "code"
+    if dotted in conf.phone_fields:
+        return "phone"
+    return "email" if dotted in conf.email_fields else "text"
+
+
 def text_valued_fields(spec: SourceSpec, conf: CleanSettings) -> list[str]:
-    """The fields whose typed value is their `text_value`: strings that no rule rewrites (codes, phones
-    and e-mails are normalised, see `_FieldRules._string`)."""
-    rewritten = set(conf.phone_fields) | set(conf.email_fields)
-    return [f.name for f in spec.fields
-            if f.type == "string" and not f.codes and f"{spec.source}.{f.name}" not in rewritten]
+    """The fields whose typed value is their `text_value`: strings that no rule rewrites."""
+    return [f.name for f in spec.fields if f.type == "string" and _string_form(spec, conf, f) == "text"]
 
 
 def _text_column(name: str) -> str:
@@ -160,13 +167,14 @@ class _FieldRules:
 
     def _string(self, field: FieldSpec, dotted: str, text: Column, value: Column) -> Column:
         conf = self.conf
-        if field.codes:
+        form = _string_form(self.spec, conf, field)
+        if form == "code":
             self.fail("unknown_code", value.isNotNull() & ~value.isin(list(field.codes)))
             return normalise_code(text, conf.code_synonyms.get(dotted, {}))
-        if dotted in conf.phone_fields:
+        if form == "phone":
             self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.phone_pattern))
             return normalise_phone(text, conf.phone_country_code)
-        if dotted in conf.email_fields:
+        if form == "email":
             self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.email_pattern))
             return F.lower(text)
         if field.pattern:

@@ -67,9 +67,7 @@ def flag_duplicates(spec: SourceSpec, earlier_keys: DataFrame):
                   .join(earlier, key, "left")
                   .withColumn("_rank", F.row_number().over(order)))
         repeated = F.col("_candidate") & (F.col("_earlier").isNotNull() | (F.col("_rank") > 1))
-        flagged = _or_flag(ranked, "duplicate_key", repeated)
-        return flagged.select(*frame.columns, *[c for c in flagged.columns
-                                                if c.startswith(FAIL) and c not in frame.columns])
+        return _or_flag(ranked, "duplicate_key", repeated).drop("_candidate", "_earlier", "_rank")
     return apply
 
 
