@@ -140,6 +140,24 @@ def test_replace_partitions_when_same_date_rerun_replaces_it_and_keeps_other_dat
     assert lake.version(name) == 2
 
 
+def test_replace_partitions_when_spark_partitions_are_empty_commits_only_files_holding_rows(spark, lake):
+    name = "silver.transactions"
+    lake.append(_frame(spark, _txns(D1, 0, 3)), name, partition_by=["batch_date"])
+    rows = _txns(D2, 10, 2)
+
+    # Eight Spark partitions (no shuffle, which would coalesce them), the first one without rows; then
+    # a replacement by no rows at all. Spark writes a file for the first task even when it is empty.
+    spread = spark.createDataFrame(spark.sparkContext.parallelize([None] + rows, 8).filter(bool), TXN_SCHEMA)
+    result = lake.replace_partitions(spread, name, [("batch_date", "=", D2)])
+    emptied = lake.replace_partitions(_frame(spark, _txns(D1, 0, 2)).limit(0), name, [("batch_date", "=", D1)])
+
+    assert (result.files_added, result.rows_added) == (2, 2)
+    assert (emptied.files_added, emptied.files_removed) == (0, 1)
+    _assert_readers_agree(lake, name, rows)
+    assert not [p for p in _data_files(lake, name) if p.startswith("_staging")]  # the empty ones are gone
+    assert DeltaTable(lake.path(name)).get_add_actions(flatten=False).column("num_records").to_pylist() == [1, 1]
+
+
 def test_replace_partitions_when_rows_outside_filter_refuses_and_leaves_table_unchanged(spark, lake):
     name = "silver.transactions"
     planted = _txns(D1, 0, 3)

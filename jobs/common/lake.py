@@ -5,10 +5,12 @@ Two backends produce the same standard Delta tables:
 * `delta-rs` (this machine: no Delta jars). Spark's executors write the Parquet data files into a
   staging folder of the table, the driver moves them into the table's partition folders and delta-rs
   commits them in one atomic transaction of add (and remove) actions with per-file statistics read from
-  the Parquet footers. Nothing but file metadata reaches the driver. Files of a failed write are never
-  committed, so no reader sees them; the write deletes them, `vacuum` deletes what a crash left. Reads
-  list the snapshot's files through delta-rs (partition filters prune them) and hand them to Spark's
-  Parquet reader with the table's schema.
+  the Parquet footers. A replacement of one partition (the nightly rerun of a date) is written straight
+  into that partition's folder, without the sort Spark puts in front of a partitioned write. Nothing but
+  file metadata reaches the driver. Files of a failed write are never committed, so no reader sees them;
+  the write deletes them, `vacuum` deletes what a crash left. Reads list the snapshot's files through
+  delta-rs (partition filters prune them) and hand them to Spark's Parquet reader with the table's
+  schema.
 * `delta-jvm`: `format("delta")` where Delta's JVM classes are on the classpath (a production cluster).
 
 `auto` picks `delta-jvm` when its classes load, else `delta-rs`. Table metadata (schema, partition
@@ -26,7 +28,9 @@ partition ends up with both writes' rows.
 from __future__ import annotations
 
 import json
+import operator
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +40,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import reduce
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -71,6 +75,9 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 COMMIT_ATTEMPTS = 20  # blind appends racing other commits; each retry re-checks for conflicts
 FILE_IO_THREADS = 8  # footer reads and renames are I/O bound (object stores: one request each)
 MAX_STRING_STAT = 256  # longer strings get no min/max: stats stay small, bounds stay exact
+
+# What a stray row's error carries before the row's partition values (see `_write_pinned`).
+STRAY_ROW = "crm-lake: row outside the partition being written: "
 
 _OPS = {"=": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
 
@@ -478,7 +485,7 @@ class Lake:
         if self.backend == "delta-jvm":
             return self._write_jvm(df, name, mode, plan, partition_filters, evolve)
 
-        adds = self._stage_and_publish(df, name, plan.partitions)
+        adds = self._stage_and_publish(df, name, plan.partitions, partition_filters)
         try:
             if partition_filters:
                 types = {f.name: f.dataType for f in plan.schema.fields}
@@ -584,13 +591,18 @@ class Lake:
             raise LakeConflictError(f"{name}: files being compacted were removed by another writer "
                                     f"({since}); nothing was written, rerun the compaction")
 
-    def _stage_and_publish(self, df: DataFrame, name: str, partitions: Sequence[str]) -> list[AddAction]:
+    def _stage_and_publish(self, df: DataFrame, name: str, partitions: Sequence[str],
+                           partition_filters: Sequence[PartitionFilter] | None = None) -> list[AddAction]:
         """Executors write Parquet into a private staging folder; the driver moves the files in."""
         write_id = uuid.uuid4().hex
         staging = f"{self._fs_path(name)}/{STAGING_DIR}/{write_id}"
+        target = f"{self._uri(self.path(name))}/{STAGING_DIR}/{write_id}"
+        pinned = _pinned_partition(partitions, partition_filters)
         try:
-            (df.write.mode("error").partitionBy(*partitions)
-             .parquet(f"{self._uri(self.path(name))}/{STAGING_DIR}/{write_id}"))
+            if pinned and len(df.columns) > len(pinned):
+                self._write_pinned(df, name, pinned, target, partition_filters or [])
+            else:
+                df.write.mode("error").partitionBy(*partitions).parquet(target)
             return self._publish_staged_files(name, staging)
         finally:
             self._fs.delete_dir_contents(staging, missing_dir_ok=True)
@@ -599,18 +611,47 @@ class Lake:
             except FileNotFoundError:
                 pass
 
+    @staticmethod
+    def _write_pinned(df: DataFrame, name: str, pinned: dict[str, Any], target: str,
+                      partition_filters: Sequence[PartitionFilter]) -> None:
+        """Rows of one known partition, written straight into its folder.
+
+        Spark sorts the rows of a partitioned write by the partition columns first, even when they are
+        one literal (2.5 s of 14 s for 10 M silver transactions). Here the partition values leave the rows, and a row
+        outside the partition fails the write; where the values are literals, the test folds away.
+        """
+        inside = reduce(operator.and_, [F.col(c) == F.lit(v) for c, v in pinned.items()])
+        values = [c for c in df.columns if c not in pinned]
+        stray = F.raise_error(F.concat(F.lit(STRAY_ROW), F.to_json(F.struct(*pinned))))
+        rows = df.select(F.when(inside, F.col(values[0])).otherwise(stray).alias(values[0]), *values[1:])
+        folder = "/".join(f"{quote(c, safe='')}={quote(_partition_string(v), safe='')}"
+                          for c, v in pinned.items())
+        try:
+            rows.write.mode("error").parquet(f"{target}/{folder}")
+        except Exception as exc:
+            found = re.search(re.escape(STRAY_ROW) + r"(\{.*?\})", str(exc))
+            if found is None:
+                raise
+            raise LakeError(f"{name}: rows outside the partitions being replaced "
+                            f"({_filters_to_sql(partition_filters)}), e.g. partition {found.group(1)}; "
+                            "refusing to write them") from None
+
     def _publish_staged_files(self, name: str, staging: str) -> list[AddAction]:
-        """Move the staged data files into the table's partition folders; describe them as adds."""
+        """Move the staged data files that hold rows into the table's partition folders; describe them
+        as adds. Spark's first task writes a file even when it has no rows: such files stay behind."""
         table_dir = self._fs_path(name)
         staged = [info for info in self._fs.get_file_info(pafs.FileSelector(staging, recursive=True))
                   if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")]
-        relatives = [info.path[len(staging) + 1:] for info in staged]
-        for folder in sorted({r.rsplit("/", 1)[0] for r in relatives if "/" in r}):
+        with ThreadPoolExecutor(FILE_IO_THREADS) as pool:
+            stats = list(pool.map(self._file_stats, [info.path for info in staged]))
+        holding_rows = [(info, info.path[len(staging) + 1:], stat) for info, stat in zip(staged, stats, strict=True)
+                        if json.loads(stat)["numRecords"] > 0]
+        for folder in sorted({r.rsplit("/", 1)[0] for _, r, _ in holding_rows if "/" in r}):
             self._fs.create_dir(f"{table_dir}/{folder}", recursive=True)
 
-        def publish(info: pafs.FileInfo, relative: str) -> AddAction:
-            target = f"{table_dir}/{relative}"
-            self._fs.move(info.path, target)
+        def publish(staged_file: tuple[pafs.FileInfo, str, str]) -> AddAction:
+            info, relative, stat = staged_file
+            self._fs.move(info.path, f"{table_dir}/{relative}")
             partition_values = {}
             for segment in relative.split("/")[:-1]:
                 key, _, value = segment.partition("=")
@@ -618,11 +659,10 @@ class Lake:
                 partition_values[unquote(key)] = None if value == HIVE_NULL else value
             # The raw relative path: delta-rs percent-encodes it for the log, as the protocol wants.
             return AddAction(path=relative, size=info.size, partition_values=partition_values,
-                             modification_time=int(time.time() * 1000), data_change=True,
-                             stats=self._file_stats(target))
+                             modification_time=int(time.time() * 1000), data_change=True, stats=stat)
 
         with ThreadPoolExecutor(FILE_IO_THREADS) as pool:
-            return list(pool.map(publish, staged, relatives))
+            return list(pool.map(publish, holding_rows))
 
     def _file_stats(self, fs_path: str) -> str:
         with self._fs.open_input_file(fs_path) as handle:
@@ -745,6 +785,19 @@ class Lake:
                     self._fs.delete_file(info.path)
                 deleted.append(info.path)
         return deleted
+
+
+def _pinned_partition(partitions: Sequence[str],
+                      filters: Sequence[PartitionFilter] | None) -> dict[str, Any] | None:
+    """column -> value when `filters` fix every partition column to one date, string or integer."""
+    equal = {column: value for column, op, value in filters or [] if op == "="}
+    if not partitions or set(partitions) - set(equal):
+        return None
+    # A timestamp's or a float's folder name has other forms in Spark and Delta: left to Spark.
+    if any(isinstance(equal[c], (datetime, float)) or not isinstance(equal[c], (date, str, int))
+           for c in partitions):
+        return None
+    return {c: equal[c] for c in partitions}
 
 
 def _partition_string(value: Any) -> str | None:
