@@ -77,15 +77,18 @@ def _timestamp_part_columns(name: str) -> tuple[str, str]:
 _SEPARATORS = " \t\n\x0b\f\r-"
 
 
-def normalise_code(text: Column, synonyms: dict[str, str]) -> Column:
+def normalise_code(text: Column, synonyms: dict[str, str], codes: tuple[str, ...] = ()) -> Column:
+    """Lower-cased, separator runs as one "_", synonyms mapped. `codes`: the field's codes, which most
+    values already are once lower-cased; they skip the separator tests (six substring searches)."""
     lowered = F.lower(text)
     # Most codes arrive without separators; testing for them costs half the regular expression.
     separated = F.greatest(*[lowered.contains(c) for c in _SEPARATORS])
     code = F.when(separated, F.regexp_replace(lowered, r"[\s-]+", "_")).otherwise(lowered)
-    if not synonyms:
-        return code
-    mapping = F.create_map(*[F.lit(x) for pair in sorted(synonyms.items()) for x in pair])
-    return F.coalesce(F.try_element_at(mapping, code), code)
+    if synonyms:
+        mapping = F.create_map(*[F.lit(x) for pair in sorted(synonyms.items()) for x in pair])
+        code = F.coalesce(F.try_element_at(mapping, code), code)
+    final = [c for c in codes if c not in synonyms]  # a code that is also a synonym is mapped
+    return F.when(lowered.isin(final), lowered).otherwise(code) if final else code
 
 
 def normalise_phone(text: Column, country_code: str) -> Column:
@@ -170,7 +173,7 @@ class _FieldRules:
         form = _string_form(self.spec, conf, field)
         if form == "code":
             self.fail("unknown_code", value.isNotNull() & ~value.isin(list(field.codes)))
-            return normalise_code(text, conf.code_synonyms.get(dotted, {}))
+            return normalise_code(text, conf.code_synonyms.get(dotted, {}), field.codes)
         if form == "phone":
             self.fail("bad_format", value.isNotNull() & ~value.rlike(conf.phone_pattern))
             return normalise_phone(text, conf.phone_country_code)
