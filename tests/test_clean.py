@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shutil
+import threading
+import time
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -29,8 +31,8 @@ from test_ingest_fixtures import (
 )
 
 from jobs.clean.audit import BatchAudit
+from jobs.clean.job import in_reference_order, processing_order, referenced_sources, validate_silver
 from jobs.clean.job import run as clean
-from jobs.clean.job import validate_silver
 from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key
 from jobs.clean.settings import PiiKeySettings
@@ -413,3 +415,46 @@ def test_normalise_code_when_words_are_separated_by_spaces_tabs_or_hyphens_joins
     for codes in ((), ("current", "credit_card", "time_deposit", "td")):
         normalised = texts.select(normalise_code(F.col("text"), synonyms, codes).alias("code")).collect()
         assert [r["code"] for r in normalised] == expected
+
+
+# ---------------------------------------------------------------- running sources side by side
+def test_in_reference_order_when_sources_are_independent_runs_them_side_by_side_after_their_references():
+    contract = load_contract()
+    order, needs = [s.source for s in processing_order(contract)], referenced_sources(contract)
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    # Both must be running at once to pass the barrier (it breaks after 10 s if they are not).
+    side_by_side = threading.Barrier(2, timeout=10)
+
+    def work(name: str) -> str:
+        with lock:
+            events.append(("start", name))
+        if name in ("app_events", "campaign_responses"):
+            side_by_side.wait()
+        time.sleep(0.01)
+        with lock:
+            events.append(("end", name))
+        return name.upper()
+
+    assert in_reference_order(order, needs, work, workers=4) == [name.upper() for name in order]
+    for name in order:
+        for need in needs[name]:
+            assert events.index(("end", need)) < events.index(("start", name)), (need, name)
+    assert needs["transactions"] == {"accounts", "customers", "products"}
+
+
+def test_in_reference_order_when_a_reference_fails_raises_it_and_runs_only_what_does_not_need_it():
+    needs = {"customers": set(), "products": set(), "accounts": {"customers"}, "holdings": {"products"}}
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        if name == "customers":
+            raise InputError("customers: broken batch")
+        ran.append(name)
+        return name
+
+    with pytest.raises(InputError, match="customers: broken batch"):
+        in_reference_order(["customers", "products", "accounts", "holdings"], needs, work, workers=2)
+    assert sorted(ran) == ["holdings", "products"]
+    with pytest.raises(ValueError, match=r"accounts is listed before \['customers'\]"):
+        in_reference_order(["accounts", "customers"], needs, work, workers=2)

@@ -1,9 +1,9 @@
 """Settings of the clean job (defaults and documentation in conf/clean.yaml)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobs.common.config import Section
 from jobs.common.contract import load_contract
@@ -53,6 +53,7 @@ class CleanSettings(Section):
     duplicates: dict[str, Literal["quarantine", "drop"]]
     expectations_dir: str
     dq_dir: str
+    parallel_sources: Annotated[int, Field(ge=1)]
 
     @field_validator("phone_fields", "email_fields")
     @classmethod
