@@ -394,6 +394,29 @@ def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_
     assert (row["end_balance"], round(row["avg_balance_90d"], 2)) == (Decimal("300.00"), Decimal("3.89"))
 
 
+def test_deposit_balances_history_before_the_window_opens_at_its_last_balance_in_booking_order(spark):
+    as_of = AsOf(D, "Asia/Shanghai")
+    transactions = (silver_frame(spark, "transactions", [
+        # before the 180 days of history (which start 2026-01-01): only the last in booking order counts,
+        # and two rows share that instant (a2 after a1 by txn_id)
+        txn("a0", "A9", "C9", "2025-10-01T09:00:00", 5, "credit", "deposit", 5),
+        txn("a2", "A9", "C9", "2025-11-01T09:00:00", 65, "credit", "deposit", 70),
+        txn("a1", "A9", "C9", "2025-11-01T09:00:00", 15, "credit", "deposit", 20),
+        txn("b1", "A9", "C9", "2026-06-29T23:30:00", 45, "debit", "withdrawal", 25),
+        # another account of the same customer, whose history ends before the window
+        txn("x1", "A8", "C9", "2024-03-01T09:00:00", 1000, "credit", "deposit", 1000),
+    ]).withColumn("txn_date", as_of.local_date("txn_ts")))
+    accounts = silver_frame(spark, "accounts", [
+        {"account_id": a, "customer_id": "C9", "account_type": "savings", "open_date": "2024-01-01",
+         "status": "open", "currency": "CNY", "updated_at": "2024-01-01T10:00:00"} for a in ("A9", "A8")])
+    row = deposit_balances(transactions, accounts, as_of, load_settings().job("features")).first()
+    # last 90 days (04-02..06-30): A9 70 for 88 days, then 25 on 06-29 and D; A8 1000 throughout
+    assert 70 * 88 + 25 * 2 + 1000 * 90 == 1069 * 90
+    assert (row["end_balance"], row["avg_balance_90d"]) == (Decimal("1025.00"), Decimal("1069"))
+    # the 90 days before held the two opening balances only: 70 + 1000
+    assert row["balance_trend_90d"] == pytest.approx((1069 - 1070) / (1069 + 1070))
+
+
 # ------------------------------------------------------------------ lifecycle and value tier
 LIFECYCLE_COLUMNS = ("customer_id string, recency_days int, aum double, tenure_months int, "
                      "txn_trend_90d double, balance_trend_90d double, frequency_prev_90d long")

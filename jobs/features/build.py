@@ -174,62 +174,84 @@ def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
                      conf: FeatureSettings) -> DataFrame:
     """End, average and trend of the deposit balance and its monthly slope, from `balance_after`.
 
-    Each deposit account's daily closing balance (its last `balance_after` of the day) holds until its
-    next transaction day, or until its close_date. History before the window collapses into one opening
-    point the day before it.
+    Each deposit account's daily closing balance (its last `balance_after` of the day in booking order,
+    txn_ts then txn_id) holds until its next transaction day, or until its close_date. History before the
+    window collapses into one opening point the day before it. An account's balance counts for the
+    account's owner (silver.accounts).
     """
     recent = conf.recent_window_days
     n_points = conf.slope_months
     history_days = max(2 * recent, DAYS_PER_MONTH * (n_points - 1) + 1)
     opening_day = as_of.first_day(history_days) - timedelta(days=1)
     after_d = as_of.date + timedelta(days=1)
+    with_balance = transactions.where(F.col("balance_after").isNotNull())
+    # Only the last transaction before the window matters there: its instant per account (a grouping
+    # that Spark pre-aggregates where the rows are read) keeps the rest of that history out of the
+    # shuffle and the sort below. Every row at that instant stays, so txn_id still decides a tie.
+    last_before_window = (with_balance.where(F.col("txn_date") <= F.lit(opening_day))
+                          .groupBy("account_id").agg(F.max("txn_ts").alias("_opening_ts")))
     deposit_accounts = (accounts.where(F.col("account_type").isin(conf.deposit_account_types))
-                        .select("account_id", "close_date"))
-    # One sort of each account's transactions in booking order (txn_ts, txn_id) gives both the day's
-    # closing balance (the day's last row, whose next row falls on a later day) and when it ends (that
-    # next row's day): no sort-based grouping by account and day before the window.
-    timeline = Window.partitionBy("account_id", "customer_id").orderBy("txn_ts", "txn_id")
+                        .select("account_id", "customer_id",
+                                F.coalesce("close_date", F.lit(after_d)).alias("_end_day"))
+                        .join(last_before_window, "account_id", "left"))
+    # One sort of each account's transactions in booking order gives both the day's closing balance (the
+    # day's last row, whose next row falls on a later day) and when it ends (that next row's day). The
+    # sort key is the account alone: its owner joins the few per-account sums afterwards.
+    timeline = Window.partitionBy("account_id").orderBy("txn_ts", "txn_id")
     next_day = F.col("_next_day")
     # A balance holds on [day, until): until the next transaction day, the close date or the day after D.
-    until = F.least(F.coalesce(next_day, F.lit(after_d)), F.coalesce("close_date", F.lit(after_d)))
-    segments = (transactions.where(F.col("balance_after").isNotNull())
-                .join(F.broadcast(deposit_accounts), "account_id")
+    until = F.least(F.coalesce(next_day, F.lit(after_d)), F.col("_end_day"))
+    segments = (with_balance.select("account_id", "txn_ts", "txn_id", "txn_date", "balance_after")
+                .join(F.broadcast(deposit_accounts.drop("customer_id")), "account_id")
+                .where((F.col("txn_date") > F.lit(opening_day)) | (F.col("txn_ts") == F.col("_opening_ts")))
                 .withColumn("day", F.greatest(F.col("txn_date"), F.lit(opening_day)))
                 .withColumn("_next_day", F.lead("day").over(timeline))
                 .where(next_day.isNull() | (next_day > F.col("day")))
-                .select("customer_id", "day", F.col("balance_after").alias("balance"), until.alias("until")))
+                .select("account_id", "day", until.alias("until"),
+                        # decimal(18,2) as whole cents: exact sums in 64-bit integers, which Spark adds
+                        # far faster than decimals (an overflow fails the query under ANSI arithmetic)
+                        (F.col("balance_after") * 100).cast("long").alias("cents")))
 
-    def balance_days(first: date, last: date) -> Column:
-        """balance * days the segment overlaps [first, last]."""
+    def cent_days(first: date, last: date) -> Column:
+        """cents * days the segment overlaps [first, last]."""
         start = F.greatest(F.col("day"), F.lit(first))
         stop = F.least(F.col("until"), F.lit(last + timedelta(days=1)))
-        return F.col("balance") * F.greatest(F.datediff(stop, start), F.lit(0))
+        return F.col("cents") * F.greatest(F.datediff(stop, start), F.lit(0))
 
-    def balance_at(point: date) -> Column:
-        return F.when((F.col("day") <= F.lit(point)) & (F.col("until") > F.lit(point)), F.col("balance"))
+    def cents_at(point: date) -> Column:
+        return F.when((F.col("day") <= F.lit(point)) & (F.col("until") > F.lit(point)), F.col("cents"))
 
-    # Balances stay decimal until every sum is taken: exact sums do not depend on the order Spark adds
-    # them in, so a rerun cannot move an average across a half cent or a customer across a tier cut.
-    # Least squares over equally spaced points x = 0..n-1: slope = sum((x - mean) * y) / sum((x - mean)^2),
-    # taken per customer from the exact balance sums at the points.
+    # Exact sums do not depend on the order Spark adds them in, so a rerun cannot move an average across
+    # a half cent or a customer across a tier cut. Least squares over equally spaced points x = 0..n-1:
+    # slope = sum((x - mean) * y) / sum((x - mean)^2), taken per customer from the balances at the points.
     mean_x = (n_points - 1) / 2
     sxx = sum((x - mean_x) ** 2 for x in range(n_points)) or 1.0
     points = [as_of.date - timedelta(days=DAYS_PER_MONTH * (n_points - 1 - x)) for x in range(n_points)]
+    before_last = as_of.first_day(recent) - timedelta(days=1)
+    sums = {"end_balance": cents_at(as_of.date),
+            f"avg_balance_{recent}d": cent_days(as_of.first_day(recent), as_of.date),
+            "_avg_balance_before": cent_days(as_of.first_day(2 * recent), before_last),
+            **{f"_balance_{x}": cents_at(p) for x, p in enumerate(points)}}
+    # The window left the rows partitioned by account: summing per account needs no shuffle.
+    per_account = segments.groupBy("account_id").agg(*[F.sum(cents).alias(name) for name, cents in sums.items()])
+    per_customer = (per_account.join(F.broadcast(deposit_accounts.select("account_id", "customer_id")), "account_id")
+                    .groupBy("customer_id")
+                    .agg(*[_money(F.sum(name)).alias(name) for name in sums]))
     slope = sum((F.coalesce(F.col(f"_balance_{x}").cast("double"), F.lit(0.0)) * ((x - mean_x) / sxx)
                  for x in range(n_points)), F.lit(0.0))
-    before_last = as_of.first_day(recent) - timedelta(days=1)
-    per_customer = (segments.groupBy("customer_id").agg(
-        F.sum(balance_at(as_of.date)).alias("end_balance"),
-        (F.sum(balance_days(as_of.first_day(recent), as_of.date)) / recent).alias(f"avg_balance_{recent}d"),
-        (F.sum(balance_days(as_of.first_day(2 * recent), before_last)) / recent).alias("_avg_balance_before"),
-        *[F.sum(balance_at(p)).alias(f"_balance_{x}") for x, p in enumerate(points)],
-    ))
     return (per_customer
+            .withColumns({f"avg_balance_{recent}d": F.col(f"avg_balance_{recent}d") / recent,
+                          "_avg_balance_before": F.col("_avg_balance_before") / recent})
             .withColumn("balance_slope_monthly", slope)
             .withColumn(f"balance_trend_{recent}d",
                         symmetric_trend(F.col(f"avg_balance_{recent}d").cast("double"),
                                         F.col("_avg_balance_before").cast("double")))
             .drop("_avg_balance_before", *[f"_balance_{x}" for x in range(n_points)]))
+
+
+def _money(cents: Column) -> Column:
+    """Whole cents (a long) as an exact decimal amount of money."""
+    return cents.cast("decimal(38,0)") / 100
 
 
 def salary_signals(transactions: DataFrame, as_of: AsOf, conf: FeatureSettings) -> DataFrame:
