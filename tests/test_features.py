@@ -6,6 +6,7 @@ the 90 days before = 01-02..04-01, 365 days = 2025-07-01..2026-06-30.
 """
 from __future__ import annotations
 
+import random
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +23,7 @@ from jobs.common.context import RunContext
 from jobs.common.contract import source
 from jobs.common.errors import InputError
 from jobs.common.lake import Lake
-from jobs.features.build import AsOf, build_features, deposit_balances, salary_signals
+from jobs.features.build import AsOf, build_features, count_distinct_below, deposit_balances, salary_signals
 from jobs.features.catalog import conform
 from jobs.features.job import run
 from jobs.features.lifecycle import value_tier_cutoffs, with_lifecycle_stage, with_value_tier
@@ -375,6 +376,19 @@ def test_salary_signals_salary_missing_for_two_months_flags_stopped(spark):
            for r in salary_signals(frame, as_of, settings.job("features")).collect()}
     # T's credits are below the minimum amount: no salary source at all
     assert got == {"S": (0, 1), "E": (1, 0)}
+
+
+def test_count_distinct_below_values_over_three_words_equals_spark_count_distinct(spark):
+    rng = random.Random(11)
+    # every word edge (63/64, 127/128) and the last value; some groups hold one value many times
+    rows = [(g, v) for g in range(40) for v in rng.choices([None, 0, 1, 63, 64, 65, 127, 128, 149]
+                                                           + list(range(150)), k=rng.randint(1, 30))]
+    frame = spark.createDataFrame(rows, "g int, v int")
+    got = frame.groupBy("g").agg(count_distinct_below(F.col("v"), 150).alias("n"))
+    expected = frame.groupBy("g").agg(F.count_distinct("v").alias("n"))
+    assert_df_equality(got.withColumn("n", F.col("n").cast("long")), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+    assert {r["n"] for r in expected.collect()} != {0}
 
 
 def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_in_booking_order_closes(spark):

@@ -257,17 +257,20 @@ def _money(cents: Column) -> Column:
 def salary_signals(transactions: DataFrame, as_of: AsOf, conf: FeatureSettings) -> DataFrame:
     """salary_earner and salary_stopped from monthly transfer_in credits of one counterparty."""
     rule = conf.salary
-    month = F.date_trunc("month", F.col("txn_date"))
     stop_day = as_of.date - timedelta(days=rule.stopped_after_days)
     before = AsOf(stop_day, as_of.timezone)
+    first_day = before.first_day(rule.lookback_days)
+    # Calendar months counted from the first one the rule looks at (month 0).
+    month = ((F.year("txn_date") - first_day.year) * 12 + F.month("txn_date") - first_day.month)
+    months = (as_of.date.year - first_day.year) * 12 + as_of.date.month - first_day.month + 1
     per_source = (transactions
                   .where((F.col("txn_type") == "transfer_in") & (F.col("direction") == "credit")
                          & (F.col("amount") >= F.lit(rule.min_amount)) & F.col("counterparty").isNotNull()
-                         & (F.col("txn_date") >= F.lit(before.first_day(rule.lookback_days))))
+                         & (F.col("txn_date") >= F.lit(first_day)))
                   .groupBy("customer_id", "counterparty")
-                  .agg(F.count_distinct(F.when(as_of.within("txn_date", rule.lookback_days), month))
+                  .agg(count_distinct_below(F.when(as_of.within("txn_date", rule.lookback_days), month), months)
                        .alias("months_now"),
-                       F.count_distinct(F.when(before.within("txn_date", rule.lookback_days), month))
+                       count_distinct_below(F.when(before.within("txn_date", rule.lookback_days), month), months)
                        .alias("months_before"),
                        F.max("txn_date").alias("last_credit")))
     per_customer = per_source.groupBy("customer_id").agg(
@@ -278,6 +281,21 @@ def salary_signals(transactions: DataFrame, as_of: AsOf, conf: FeatureSettings) 
             .withColumn("salary_stopped",
                         ((F.col("_source_stopped") == 1) & (F.col("salary_earner") == 0)).cast("int"))
             .drop("_source_stopped"))
+
+
+def count_distinct_below(index: Column, size: int) -> Column:
+    """The aggregate count(distinct index) of whole numbers in [0, size), nulls left out.
+
+    The values are bits of 64-bit words OR-ed together: Spark aggregates that in its hash table where
+    the rows are read, whereas count_distinct expands every row and shuffles the rows twice.
+    """
+    words = []
+    for low in range(0, size, 64):
+        in_word = (index >= low) & (index < low + 64)
+        # F.shiftleft takes a constant shift only
+        bit = F.when(in_word, F.call_function("shiftleft", F.lit(1).cast("long"), (index - low).cast("int")))
+        words.append(F.coalesce(F.bit_count(F.bit_or(bit)), F.lit(0)))
+    return reduce(operator.add, words, F.lit(0))
 
 
 def product_holdings(holdings: DataFrame, products: DataFrame, as_of: AsOf,
@@ -339,7 +357,8 @@ def digital_engagement(app_events: DataFrame, as_of: AsOf, conf: FeatureSettings
             .agg(F.count_if(F.col("event_type") == "login").alias(f"app_logins_{recent}d"),
                  F.count_if(page_view & wealth_page).alias(f"wealth_page_views_{recent}d"),
                  F.count_if(page_view & product_page).alias(f"product_page_views_{recent}d"),
-                 F.count_distinct("event_date").alias(f"app_active_days_{recent}d")))
+                 count_distinct_below(F.datediff("event_date", F.lit(as_of.first_day(recent))), recent)
+                 .alias(f"app_active_days_{recent}d")))
 
 
 def campaign_responsiveness(responses: DataFrame, as_of: AsOf, conf: FeatureSettings) -> DataFrame:
