@@ -391,26 +391,30 @@ def test_count_distinct_below_values_over_three_words_equals_spark_count_distinc
     assert {r["n"] for r in expected.collect()} != {0}
 
 
-def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_in_booking_order_closes(spark):
+def deposit_balances_of_c9(spark, transactions: list[dict], accounts: tuple[str, ...]):
+    """deposit_balances at D of customer C9, who owns the savings `accounts`."""
     as_of = AsOf(D, "Asia/Shanghai")
-    transactions = (silver_frame(spark, "transactions", [
+    booked = silver_frame(spark, "transactions", transactions).withColumn("txn_date", as_of.local_date("txn_ts"))
+    owned = silver_frame(spark, "accounts", [
+        {"account_id": a, "customer_id": "C9", "account_type": "savings", "open_date": "2024-01-01",
+         "status": "open", "currency": "CNY", "updated_at": "2024-01-01T10:00:00"} for a in accounts])
+    return deposit_balances(booked, owned, as_of, load_settings().job("features")).first()
+
+
+def test_deposit_balances_when_several_transactions_share_a_day_or_instant_last_in_booking_order_closes(spark):
+    row = deposit_balances_of_c9(spark, [
         txn("b1", "A9", "C9", "2026-06-29T23:30:00", 50, "credit", "deposit", 50),
         txn("b2", "A9", "C9", "2026-06-30T08:00:00", 949, "credit", "deposit", 999),
         # same instant: the larger txn_id is booked last
         txn("b4", "A9", "C9", "2026-06-30T09:00:00", 699, "debit", "withdrawal", 300),
         txn("b3", "A9", "C9", "2026-06-30T09:00:00", 899, "debit", "withdrawal", 100),
-    ]).withColumn("txn_date", as_of.local_date("txn_ts")))
-    accounts = silver_frame(spark, "accounts", [
-        {"account_id": "A9", "customer_id": "C9", "account_type": "savings", "open_date": "2026-01-01",
-         "status": "open", "currency": "CNY", "updated_at": "2026-01-01T10:00:00"}])
-    row = deposit_balances(transactions, accounts, as_of, load_settings().job("features")).first()
+    ], ("A9",))
     # 06-29 closes at 50 (local date, though 06-29 15:30 UTC), D at 300 (b4 after b3 at the same instant)
     assert (row["end_balance"], round(row["avg_balance_90d"], 2)) == (Decimal("300.00"), Decimal("3.89"))
 
 
 def test_deposit_balances_history_before_the_window_opens_at_its_last_balance_in_booking_order(spark):
-    as_of = AsOf(D, "Asia/Shanghai")
-    transactions = (silver_frame(spark, "transactions", [
+    row = deposit_balances_of_c9(spark, [
         # before the 180 days of history (which start 2026-01-01): only the last in booking order counts,
         # and two rows share that instant (a2 after a1 by txn_id)
         txn("a0", "A9", "C9", "2025-10-01T09:00:00", 5, "credit", "deposit", 5),
@@ -419,11 +423,7 @@ def test_deposit_balances_history_before_the_window_opens_at_its_last_balance_in
         txn("b1", "A9", "C9", "2026-06-29T23:30:00", 45, "debit", "withdrawal", 25),
         # another account of the same customer, whose history ends before the window
         txn("x1", "A8", "C9", "2024-03-01T09:00:00", 1000, "credit", "deposit", 1000),
-    ]).withColumn("txn_date", as_of.local_date("txn_ts")))
-    accounts = silver_frame(spark, "accounts", [
-        {"account_id": a, "customer_id": "C9", "account_type": "savings", "open_date": "2024-01-01",
-         "status": "open", "currency": "CNY", "updated_at": "2024-01-01T10:00:00"} for a in ("A9", "A8")])
-    row = deposit_balances(transactions, accounts, as_of, load_settings().job("features")).first()
+    ], ("A9", "A8"))
     # last 90 days (04-02..06-30): A9 70 for 88 days, then 25 on 06-29 and D; A8 1000 throughout
     assert 70 * 88 + 25 * 2 + 1000 * 90 == 1069 * 90
     assert (row["end_balance"], row["avg_balance_90d"]) == (Decimal("1025.00"), Decimal("1069"))
