@@ -31,7 +31,7 @@ from test_ingest_fixtures import (
 )
 
 from jobs.clean.audit import BatchAudit
-from jobs.clean.job import in_reference_order, processing_order, referenced_sources, validate_silver
+from jobs.clean.job import SilverChecks, in_reference_order, processing_order, referenced_sources
 from jobs.clean.job import run as clean
 from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key
@@ -328,8 +328,9 @@ def test_clean_critical_expectation_failure_stops_with_table_expectation_and_cou
                                   "CRM_CLEAN__EXPECTATIONS_DIR": str(suites)})
     ctx = RunContext(settings, DAY2, spark_session=spark)
 
-    with pytest.raises(DataQualityError) as failure:
-        validate_silver(ctx, settings.job("clean"), load_contract())
+    with pytest.raises(DataQualityError) as failure, SilverChecks(ctx, settings.job("clean")) as checks:
+        checks.submit("silver.transactions", load_contract()["transactions"])
+        checks.record()
 
     # Day 2's silver transactions: T4, T5, T6, T7 of 100.00 each; all on channel mobile.
     message = str(failure.value)

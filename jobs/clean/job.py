@@ -190,39 +190,58 @@ def clean_source(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, key: by
     return audit, written
 
 
-def silver_tables(contract: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
-    tables = {f"silver.{name}": spec for name, spec in contract.items()}
-    tables[PII_TABLE] = contract[PII_SOURCE]
-    return tables
+class SilverChecks:
+    """The silver tables' Great Expectations suites, run one after another on a thread of their own.
 
+    Each table is validated as soon as its source has written it, while other sources are still
+    cleaned; importing Great Expectations (about 10 s) happens there too. `record` waits for every
+    check, stores the results in ops.dq_results and stops on critical failures.
+    """
 
-def validate_silver(ctx: RunContext, conf: CleanSettings, contract: dict[str, SourceSpec]) -> int:
-    """Run each silver table's suite on what batch D left; record; stop on critical failures."""
-    lake, day = ctx.lake, ctx.business_date
-    validator = Validator()
-    folder = f"{ctx.settings.lake.root.rstrip('/')}/{conf.dq_dir}/{day.isoformat()}"
-    rows, failures = [], []
-    for table, spec in silver_tables(contract).items():
-        suite = load_suite(PROJECT_ROOT / conf.expectations_dir, table)
+    def __init__(self, ctx: RunContext, conf: CleanSettings):
+        self.ctx, self.conf = ctx, conf
+        self.folder = f"{ctx.settings.lake.root.rstrip('/')}/{conf.dq_dir}/{ctx.business_date.isoformat()}"
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="dq")
+        self._validator = self._thread.submit(Validator)
+        self._checks: list[Future] = []
+
+    def __enter__(self) -> SilverChecks:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._thread.shutdown(cancel_futures=True)
+
+    def submit(self, table: str, spec: SourceSpec) -> None:
+        self._checks.append(self._thread.submit(self._check, table, spec))
+
+    def _check(self, table: str, spec: SourceSpec) -> tuple[str, list[tuple], list[str]]:
+        lake, day = self.ctx.lake, self.ctx.business_date
+        suite = load_suite(PROJECT_ROOT / self.conf.expectations_dir, table)
         frame = (lake.read(table, partition_filters=[("batch_date", "=", day)]) if spec.kind == "append"
                  else lake.read(table))
         started = time.monotonic()
-        document, outcomes = validator.validate(frame, suite)
+        document, outcomes = self._validator.result().validate(frame, suite)
         log.info("%s validated in %.1fs", suite.name, time.monotonic() - started)
-        path = write_results(folder, table, document)
-        rows += dq_rows(outcomes, suite, day, path, ctx.run_id)
+        path = write_results(self.folder, table, document)
+        failures = []
         for outcome in (o for o in outcomes if not o.success):
             if outcome.severity == "critical":
                 failures.append(outcome.describe())
             else:
                 log.warning("data quality warning: %s", outcome.describe())
-    frame = lake.spark.createDataFrame(rows, DQ_RESULTS_SCHEMA)
-    written = lake.replace_partitions(frame, DQ_RESULTS, [("batch_date", "=", day)],
-                                      partition_by=["batch_date"], metadata={"run_id": ctx.run_id})
-    if failures:
-        raise DataQualityError(f"clean {day}: critical expectations failed: " + "; ".join(failures),
-                               hint=f"details in {DQ_RESULTS} and {folder}/")
-    return written.rows_added
+        return table, dq_rows(outcomes, suite, day, path, self.ctx.run_id), failures
+
+    def record(self) -> int:
+        lake, day = self.ctx.lake, self.ctx.business_date
+        checks = sorted(check.result() for check in self._checks)
+        frame = lake.spark.createDataFrame([row for _, rows, _ in checks for row in rows], DQ_RESULTS_SCHEMA)
+        written = lake.replace_partitions(frame, DQ_RESULTS, [("batch_date", "=", day)],
+                                          partition_by=["batch_date"], metadata={"run_id": self.ctx.run_id})
+        failures = [failure for _, _, table_failures in checks for failure in table_failures]
+        if failures:
+            raise DataQualityError(f"clean {day}: critical expectations failed: " + "; ".join(failures),
+                                   hint=f"details in {DQ_RESULTS} and {self.folder}/")
+        return written.rows_added
 
 
 def in_reference_order(order: list[str], needs: dict[str, set[str]], work: Callable[[str], Result],
@@ -251,28 +270,31 @@ def run(ctx: RunContext) -> dict[str, int]:
     conf: CleanSettings = ctx.settings.job("clean")
     key = hash_key(conf.pii_key)
     contract = load_contract()
+    with SilverChecks(ctx, conf) as checks:
+        def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
+            started = time.monotonic()
+            audit, tables = clean_source(ctx, conf, contract[name], key)
+            log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)
+            for table in tables:
+                if table.startswith("silver."):
+                    checks.submit(table, contract[name])
+            return audit, tables
 
-    def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
-        started = time.monotonic()
-        audit, tables = clean_source(ctx, conf, contract[name], key)
-        log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)
-        return audit, tables
-
-    # Sources run side by side where their references allow: a small source's driver time (planning,
-    # commits) is time the cores would otherwise idle.
-    audits, written = [], {}
-    order = [spec.source for spec in processing_order(contract)]
-    for audit, tables in in_reference_order(order, referenced_sources(contract), clean_one,
-                                            conf.parallel_sources):
-        audits.append(audit)
-        written.update(tables)
-    frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)
-    written[BATCH_AUDIT] = ctx.lake.replace_partitions(
-        frame, BATCH_AUDIT, [("batch_date", "=", ctx.business_date)], partition_by=["batch_date"],
-        metadata={"run_id": ctx.run_id}).rows_added
-    unbalanced = [a.describe() for a in audits if not a.balanced]
-    if unbalanced:
-        raise DataQualityError(f"clean {ctx.business_date}: rows do not reconcile: " + "; ".join(unbalanced),
-                               hint=f"see {BATCH_AUDIT}; nothing may disappear between bronze and silver")
-    written[DQ_RESULTS] = validate_silver(ctx, conf, contract)
+        # Sources run side by side where their references allow: a small source's driver time
+        # (planning, commits) is time the cores would otherwise idle.
+        audits, written = [], {}
+        order = [spec.source for spec in processing_order(contract)]
+        for audit, tables in in_reference_order(order, referenced_sources(contract), clean_one,
+                                                conf.parallel_sources):
+            audits.append(audit)
+            written.update(tables)
+        frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)
+        written[BATCH_AUDIT] = ctx.lake.replace_partitions(
+            frame, BATCH_AUDIT, [("batch_date", "=", ctx.business_date)], partition_by=["batch_date"],
+            metadata={"run_id": ctx.run_id}).rows_added
+        unbalanced = [a.describe() for a in audits if not a.balanced]
+        if unbalanced:
+            raise DataQualityError(f"clean {ctx.business_date}: rows do not reconcile: " + "; ".join(unbalanced),
+                                   hint=f"see {BATCH_AUDIT}; nothing may disappear between bronze and silver")
+        written[DQ_RESULTS] = checks.record()
     return written

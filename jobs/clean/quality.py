@@ -13,11 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import great_expectations as gx
 import pyarrow.fs as pafs
 import yaml
-from great_expectations.data_context.types.base import ProgressBarsConfig
-from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -95,15 +92,25 @@ class Outcome:
 
 
 class Validator:
-    """One ephemeral GX context per run; a Spark data source with one asset per silver table."""
+    """One ephemeral GX context per run; a Spark data source with one asset per silver table.
+
+    Great Expectations is imported here, not with the module: the import takes about 10 s, which the
+    clean job spends on a thread of its own while the first sources are cleaned.
+    """
 
     def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         # The frames handed in are already read from the lake; GX must not cache them again.
         self.source = self.context.data_sources.add_spark(name="silver", persist=False)
 
     def validate(self, frame: DataFrame, suite: Suite) -> tuple[dict[str, Any], list[Outcome]]:
+        import great_expectations as gx  # imported once, by __init__
+        from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
         asset = self.source.add_dataframe_asset(name=suite.table)
         batch = asset.add_batch_definition_whole_dataframe(f"{suite.table}-batch")
         gx_suite = gx.ExpectationSuite(name=suite.name, meta={"version": suite.version})
