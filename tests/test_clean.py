@@ -35,6 +35,7 @@ from jobs.clean.job import SilverChecks, in_reference_order, processing_order, r
 from jobs.clean.job import run as clean
 from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key
+from jobs.clean.rules import cluster_by_key, flag_duplicates
 from jobs.clean.settings import PiiKeySettings
 from jobs.common.config import load_settings
 from jobs.common.context import RunContext
@@ -371,6 +372,32 @@ def test_clean_reasons_when_rules_fail_in_precedence_order_else_empty_and_no_rea
 
     assert [(r["reasons"], r["reason"]) for r in rows] == [
         ([], None), (["missing_required", "bad_type"], "missing_required"), (["bad_type"], "bad_type")]
+
+
+def test_flag_duplicates_when_a_row_fails_another_rule_it_neither_wins_nor_loses(spark):
+    spec = load_contract()["transactions"]
+    rows = [  # txn_id, source file, amount as delivered (the raw values' order), fails bad_type
+        ("K1", "a.csv", "1", True), ("K1", "b.csv", "2", False),    # the first row fails: the second wins
+        ("K2", "b.csv", "1", False), ("K2", "a.csv", "9", False),   # file a comes first
+        ("K3", "a.csv", "5", False), ("K3", "a.csv", "5", False),   # an exact re-send: one of the two
+        ("K4", "a.csv", "1", False), ("K4", "a.csv", "2", True),    # K4 is in an earlier batch
+    ]
+    batch = (spark.createDataFrame(rows, "txn_id string, source_file string, amount string, failed boolean")
+             .select(F.struct(*[(F.col(f.name) if f.name in ("txn_id", "amount") else F.lit(None).cast("string"))
+                                .alias(f.name) for f in spec.fields]).alias("raw"),
+                     "source_file", F.col("failed").alias("_fail_bad_type"))
+             .transform(cluster_by_key(spec, ["txn_id"]))
+             .withColumn("txn_id", F.col("raw.txn_id")))
+    earlier = spark.createDataFrame([("K4",)], "txn_id string")
+
+    flagged = batch.transform(flag_duplicates(spec, earlier)).collect()
+
+    assert sorted((r["txn_id"], r["source_file"], r["raw"]["amount"], r["_fail_duplicate_key"])
+                  for r in flagged) == [
+        ("K1", "a.csv", "1", False), ("K1", "b.csv", "2", False),
+        ("K2", "a.csv", "9", False), ("K2", "b.csv", "1", True),
+        ("K3", "a.csv", "5", False), ("K3", "a.csv", "5", True),
+        ("K4", "a.csv", "1", True), ("K4", "a.csv", "2", False)]
 
 
 @pytest.mark.parametrize("business_date", [date(2026, 11, 1), date(2040, 1, 1)],

@@ -31,7 +31,7 @@ from jobs.clean.rules import cluster_by_key, flag_duplicates, flag_orphans, late
 from jobs.clean.settings import CleanSettings
 from jobs.common.context import RunContext
 from jobs.common.contract import SourceSpec, load_contract
-from jobs.common.errors import DataQualityError
+from jobs.common.errors import DataQualityError, InputError
 from jobs.common.lake import Lake
 from jobs.common.paths import PROJECT_ROOT
 from jobs.common.spark import empty_frame
@@ -76,11 +76,15 @@ def read_bronze(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
     return empty_frame(lake.spark, schema)
 
 
-def reference_keys(lake: Lake, spec: SourceSpec, conf: CleanSettings) -> dict[str, tuple[DataFrame, str]]:
+def reference_keys(lake: Lake, spec: SourceSpec, text_fields: list[str], conf: CleanSettings
+                   ) -> dict[str, tuple[DataFrame, str]]:
     references = {}
     for field in spec.fields:
         if not field.references:
             continue
+        if field.name not in text_fields:
+            raise InputError(f"schemas/{spec.source}.yaml: {field.name} references {field.references} but "
+                             "is not a plain text field (a code, phone or e-mail is rewritten by clean)")
         source_name, key = field.references.split(".")
         table = f"silver.{source_name}"
         keys = (lake.read(table).select(F.col(key).alias("key")) if lake.exists(table)
@@ -98,12 +102,12 @@ def earlier_keys(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
 
 def check_batch(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, bronze: DataFrame) -> DataFrame:
     """Every bronze row with its typed values, `reason`/`reasons` and where it goes (`_outcome`)."""
-    if spec.kind == "append":
-        text_keys = [name for name in text_valued_fields(spec, conf) if name in spec.key]
-        bronze = bronze.transform(cluster_by_key(text_keys))
+    text_fields = text_valued_fields(spec, conf)
     checked = (bronze.transform(keep_raw(spec))
-               .transform(parse_fields(spec, conf, ctx.settings.bank.timezone, ctx.business_date))
-               .transform(flag_orphans(reference_keys(ctx.lake, spec, conf))))
+               .transform(flag_orphans(reference_keys(ctx.lake, spec, text_fields, conf))))
+    if spec.kind == "append":
+        checked = checked.transform(cluster_by_key(spec, text_fields))
+    checked = checked.transform(parse_fields(spec, conf, ctx.settings.bank.timezone, ctx.business_date))
     if spec.kind == "append":
         checked = checked.transform(flag_duplicates(spec, earlier_keys(ctx.lake, spec, ctx.business_date)))
     checked = checked.transform(assemble_reasons(conf.reason_precedence))

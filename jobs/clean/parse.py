@@ -212,7 +212,7 @@ def parse_fields(spec: SourceSpec, conf: CleanSettings, timezone: str, business_
     """
     def apply(frame: DataFrame) -> DataFrame:
         rules = _FieldRules(spec, conf, timezone, business_date)
-        lineage = [RAW, "batch_date", "source_file"]
+        lineage = [RAW, "batch_date", "source_file", *[c for c in frame.columns if c.startswith(FAIL)]]
         texts = [_text_column(field.name) for field in spec.fields]
         timestamp_fields = [f.name for f in spec.fields if isinstance(f.spark_type, T.TimestampType)]
         parts = [part for name in timestamp_fields

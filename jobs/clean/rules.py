@@ -22,30 +22,41 @@ def _or_flag(frame: DataFrame, reason: str, condition: Column) -> DataFrame:
 def flag_orphans(references: dict[str, tuple[DataFrame, str]]):
     """references: field -> (keys of the referenced table, one row per key, in column `key`; reason).
 
-    A non-null value that is not a key of the referenced table fails the reason's rule.
+    A non-null value that is not a key of the referenced table fails the reason's rule. The value is the
+    field's trimmed text in `raw`: references are plain text fields, whose typed value that is, so the
+    lookups can run before the typing (and before `cluster_by_key` orders the rows).
     """
     def apply(frame: DataFrame) -> DataFrame:
         for field, (keys, reason) in references.items():
             key, found = f"_ref_key_{field}", f"_ref_found_{field}"
+            value = text_value(F.col(f"{RAW}.{field}"))
             lookup = keys.select(F.col("key").alias(key), F.lit(True).alias(found))
-            frame = frame.join(lookup, frame[field] == F.col(key), "left")
-            frame = _or_flag(frame, reason, F.col(field).isNotNull() & F.col(found).isNull())
+            frame = frame.join(lookup, value == F.col(key), "left")
+            frame = _or_flag(frame, reason, value.isNotNull() & F.col(found).isNull())
             frame = frame.drop(key, found)
         return frame
     return apply
 
 
-def cluster_by_key(fields: list[str]):
-    """Bronze rows hash-partitioned by the typed values of `fields`, key fields whose typed value is
-    their trimmed text, so that all rows of a key share a partition before they are typed.
+def cluster_by_key(spec: SourceSpec, text_fields: list[str]):
+    """Rows hash-partitioned by the key fields whose typed value is their trimmed text (`text_fields`),
+    so that all rows of a key share a partition before they are typed; when every key field is one,
+    also sorted inside the partition in the order `flag_duplicates` reads them.
 
-    Spark follows that partitioning through the typing's projections to the typed key, so ranking
-    duplicates (`flag_duplicates`) shuffles nothing more: shuffling the delivered strings moves less
-    than shuffling typed rows together with their raw values. Spark checks the partitioning against
-    the rank's own key, so other fields (or none) would cost the rank a shuffle, never a wrong result.
+    Spark follows the partitioning and the order through the typing's projections to the typed key, so
+    ranking duplicates shuffles and sorts nothing more: the rows moved and sorted are the delivered
+    strings, not the typed rows with their raw values beside them. Spark checks both against the rank's
+    own, so other fields (or none) would cost the rank its own shuffle or sort, never a wrong result.
+    Apply it after the joins of `flag_orphans`: Spark drops a sort below a join.
     """
-    def apply(bronze: DataFrame) -> DataFrame:
-        return bronze.repartition(*[text_value(F.col(name)) for name in fields]) if fields else bronze
+    def apply(frame: DataFrame) -> DataFrame:
+        keys = [text_value(F.col(f"{RAW}.{name}")) for name in spec.key if name in text_fields]
+        if not keys:
+            return frame
+        clustered = frame.repartition(*keys)
+        if len(keys) == len(spec.key):
+            clustered = clustered.sortWithinPartitions(*keys, "source_file", RAW)
+        return clustered
     return apply
 
 
@@ -54,20 +65,21 @@ def flag_duplicates(spec: SourceSpec, earlier_keys: DataFrame):
 
     The first occurrence wins: a key already in silver from an earlier batch (`earlier_keys`) beats
     this batch; inside the batch the order is source file, then the raw values (deterministic, and
-    exact re-sends are interchangeable). Rows failing another rule neither win nor lose here.
-    The earlier keys are joined to the batch rather than ranked with it, so that a batch clustered
-    by its key (`cluster_by_key`) keeps its partitions.
+    exact re-sends are interchangeable). Rows failing another rule neither win nor lose here: a row
+    repeats its key when an earlier row of the key in that order passed the other rules.
+    The earlier keys are joined after the ranking, which keeps the order `cluster_by_key` gave the rows.
     """
     key = list(spec.key)
 
     def apply(frame: DataFrame) -> DataFrame:
         earlier = earlier_keys.select(*key).distinct().withColumn("_earlier", F.lit(True))
-        order = Window.partitionBy(*key, "_candidate").orderBy(F.col("source_file").asc(), F.col(RAW).asc())
+        up_to_this_row = (Window.partitionBy(*key).orderBy(F.col("source_file").asc(), F.col(RAW).asc())
+                          .rowsBetween(Window.unboundedPreceding, Window.currentRow))
         ranked = (frame.withColumn("_candidate", _passes_every_rule(frame))
-                  .join(earlier, key, "left")
-                  .withColumn("_rank", F.row_number().over(order)))
-        repeated = F.col("_candidate") & (F.col("_earlier").isNotNull() | (F.col("_rank") > 1))
-        return _or_flag(ranked, "duplicate_key", repeated).drop("_candidate", "_earlier", "_rank")
+                  .withColumn("_candidates", F.count_if(F.col("_candidate")).over(up_to_this_row))
+                  .join(earlier, key, "left"))
+        repeated = F.col("_candidate") & (F.col("_earlier").isNotNull() | (F.col("_candidates") > 1))
+        return _or_flag(ranked, "duplicate_key", repeated).drop("_candidate", "_earlier", "_candidates")
     return apply
 
 
