@@ -274,8 +274,12 @@ def run(ctx: RunContext) -> dict[str, int]:
     conf: CleanSettings = ctx.settings.job("clean")
     key = hash_key(conf.pii_key)
     contract = load_contract()
+    referenced = set().union(*referenced_sources(contract).values())
     with SilverChecks(ctx, conf) as checks:
         def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
+            # A pool thread cleans one source after another: set (or clear) the pool for each.
+            ctx.spark.sparkContext.setLocalProperty(
+                "spark.scheduler.pool", conf.reference_pool if name in referenced else None)
             started = time.monotonic()
             audit, tables = clean_source(ctx, conf, contract[name], key)
             log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)

@@ -54,6 +54,7 @@ class CleanSettings(Section):
     expectations_dir: str
     dq_dir: str
     parallel_sources: Annotated[int, Field(ge=1)]
+    reference_pool: str | None
 
     @field_validator("phone_fields", "email_fields")
     @classmethod

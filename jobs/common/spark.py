@@ -15,6 +15,7 @@ from jobs.common.config import Settings
 from jobs.common.paths import CONF_DIR
 
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+ALLOCATION_FILE = "spark.scheduler.allocation.file"
 
 
 def _submitted_by_spark_submit() -> bool:
@@ -38,6 +39,7 @@ def get_spark(settings: Settings, app_name: str | None = None,
         # configured driver options come after that one instead of replacing it.
         log4j = f"-Dlog4j2.configurationFile={CONF_DIR / 'log4j2.properties'}"
         conf[DRIVER_JAVA_OPTIONS] = " ".join(filter(None, [log4j, conf.get(DRIVER_JAVA_OPTIONS)]))
+        conf.setdefault(ALLOCATION_FILE, str(CONF_DIR / "fairscheduler.xml"))
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
