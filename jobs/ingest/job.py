@@ -8,6 +8,7 @@ extra columns).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from functools import reduce
 from pathlib import Path
@@ -89,48 +90,65 @@ def write_bronze(lake: Lake, frame: DataFrame, source_name: str, batch_date: dat
     return result.rows_added
 
 
-def record_files(lake: Lake, spec: SourceSpec, files: list[LandingFile], extras: dict[str, list[str]],
-                 batch_date: date, run_id: str, ingested_at: datetime) -> int:
+def landing_file_rows(lake: Lake, spec: SourceSpec, files: list[LandingFile], extras: dict[str, list[str]],
+                      batch_date: date, run_id: str, ingested_at: datetime) -> list[tuple]:
     """One ops.landing_files row per file of the batch (rows counted from bronze, a small aggregate)."""
     counts = {row["source_file"]: row["count"] for row in
               lake.read(bronze_table(spec.source), partition_filters=[("batch_date", "=", batch_date)])
               .groupBy("source_file").count().collect()}
-    rows = [(batch_date, spec.source, f.name, f.format, int(counts.get(f.name, 0)), extras.get(f.name, []),
+    return [(batch_date, spec.source, f.name, f.format, int(counts.get(f.name, 0)), extras.get(f.name, []),
              run_id, ingested_at) for f in files]
-    frame = lake.spark.createDataFrame(rows, LANDING_FILES_SCHEMA)
-    return lake.replace_partitions(frame, LANDING_FILES,
-                                   [("batch_date", "=", batch_date), ("source", "=", spec.source)],
-                                   partition_by=["batch_date", "source"], metadata={"run_id": run_id}).rows_added
+
+
+def ingest_source(ctx: RunContext, conf: IngestSettings, spec: SourceSpec, ingested_at: datetime
+                  ) -> tuple[int, list[tuple]] | None:
+    """Batch D of one source into bronze: (rows written, its ops.landing_files rows); None when an
+    optional source has no complete batch. A required source without one raises `InputError`."""
+    landing_root = Path(ctx.settings.landing.root)
+    folder = batch_folder(landing_root, spec.source, ctx.business_date)
+    if not is_complete(folder, conf.ready_marker):
+        why = f"{folder} has no {conf.ready_marker}" if folder.is_dir() else f"{folder} does not exist"
+        if conf.is_required(spec.source):
+            raise InputError(f"required source {spec.source} has no complete batch for "
+                             f"{ctx.business_date} ({why})")
+        log.warning("optional source %s skipped for %s: %s", spec.source, ctx.business_date, why)
+        return None
+    files = batch_files(folder, landing_root)
+    frame, extras = read_batch(ctx, spec, files, conf, ingested_at)
+    for file_name, columns in extras.items():
+        if columns:
+            log.warning("%s: extra columns kept in bronze.%s: %s", file_name, spec.source, ", ".join(columns))
+    rows = write_bronze(ctx.lake, frame, spec.source, ctx.business_date, ctx.run_id)
+    return rows, landing_file_rows(ctx.lake, spec, files, extras, ctx.business_date, ctx.run_id, ingested_at)
 
 
 def run(ctx: RunContext) -> dict[str, int]:
     conf: IngestSettings = ctx.settings.job("ingest")
-    landing_root = Path(ctx.settings.landing.root)
     ingested_at = datetime.now(UTC)
+    contract = load_contract()
+    # Sources side by side: a small source's time is mostly the driver's (listing, planning, commits).
+    with ThreadPoolExecutor(conf.parallel_sources, thread_name_prefix="ingest") as pool:
+        ingests = {name: pool.submit(ingest_source, ctx, conf, spec, ingested_at)
+                   for name, spec in contract.items()}
     written: dict[str, int] = {}
     problems: list[str] = []
-    for name, spec in load_contract().items():
-        folder = batch_folder(landing_root, name, ctx.business_date)
-        if not is_complete(folder, conf.ready_marker):
-            why = f"{folder} has no {conf.ready_marker}" if folder.is_dir() else f"{folder} does not exist"
-            if conf.is_required(name):
-                problems.append(f"required source {name} has no complete batch for "
-                                f"{ctx.business_date} ({why})")
-            else:
-                log.warning("optional source %s skipped for %s: %s", name, ctx.business_date, why)
-            continue
+    landing_rows: list[tuple] = []
+    for name, ingest in ingests.items():
         try:
-            files = batch_files(folder, landing_root)
-            frame, extras = read_batch(ctx, spec, files, conf, ingested_at)
+            result = ingest.result()
         except InputError as exc:
             problems.append(str(exc))
             continue
-        for file_name, columns in extras.items():
-            if columns:
-                log.warning("%s: extra columns kept in bronze.%s: %s", file_name, name, ", ".join(columns))
-        written[bronze_table(name)] = write_bronze(ctx.lake, frame, name, ctx.business_date, ctx.run_id)
-        written[LANDING_FILES] = written.get(LANDING_FILES, 0) + record_files(
-            ctx.lake, spec, files, extras, ctx.business_date, ctx.run_id, ingested_at)
+        if result is not None:
+            written[bronze_table(name)], rows = result
+            landing_rows += rows
+    ingested = sorted({row[1] for row in landing_rows})
+    if ingested:
+        # One commit for every source ingested: sources running side by side would conflict on this table.
+        frame = ctx.lake.spark.createDataFrame(landing_rows, LANDING_FILES_SCHEMA)
+        written[LANDING_FILES] = ctx.lake.replace_partitions(
+            frame, LANDING_FILES, [("batch_date", "=", ctx.business_date), ("source", "in", ingested)],
+            partition_by=["batch_date", "source"], metadata={"run_id": ctx.run_id}).rows_added
     if problems:
         raise InputError(f"ingest {ctx.business_date}: " + "; ".join(problems),
                          hint="fix or deliver the landing batch and rerun; sources that were complete "

@@ -1,7 +1,9 @@
 """Settings of the ingest job (defaults and documentation in conf/ingest.yaml)."""
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import Annotated
+
+from pydantic import Field, field_validator
 
 from jobs.common.config import Section
 from jobs.common.contract import load_contract
@@ -11,6 +13,7 @@ class IngestSettings(Section):
     ready_marker: str
     source_required: dict[str, bool]
     csv_multiline: bool
+    parallel_sources: Annotated[int, Field(ge=1)]
 
     @field_validator("source_required")
     @classmethod
