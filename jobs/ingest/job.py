@@ -132,6 +132,7 @@ def run(ctx: RunContext) -> dict[str, int]:
                    for name, spec in contract.items()}
     written: dict[str, int] = {}
     problems: list[str] = []
+    ingested: list[str] = []
     landing_rows: list[tuple] = []
     for name, ingest in ingests.items():
         try:
@@ -141,8 +142,8 @@ def run(ctx: RunContext) -> dict[str, int]:
             continue
         if result is not None:
             written[bronze_table(name)], rows = result
+            ingested.append(name)
             landing_rows += rows
-    ingested = sorted({row[1] for row in landing_rows})
     if ingested:
         # One commit for every source ingested: sources running side by side would conflict on this table.
         frame = ctx.lake.spark.createDataFrame(landing_rows, LANDING_FILES_SCHEMA)
