@@ -31,7 +31,13 @@ from test_ingest_fixtures import (
 )
 
 from jobs.clean.audit import BatchAudit
-from jobs.clean.job import SilverChecks, in_reference_order, processing_order, referenced_sources
+from jobs.clean.job import (
+    SilverChecks,
+    in_reference_order,
+    processing_order,
+    reference_keys,
+    referenced_sources,
+)
 from jobs.clean.job import run as clean
 from jobs.clean.parse import assemble_reasons, keep_raw, normalise_code, parse_fields, text_valued_fields
 from jobs.clean.pii import hash_key
@@ -398,6 +404,17 @@ def test_flag_duplicates_when_a_row_fails_another_rule_it_neither_wins_nor_loses
         ("K2", "a.csv", "9", False), ("K2", "b.csv", "1", True),
         ("K3", "a.csv", "5", False), ("K3", "a.csv", "5", True),
         ("K4", "a.csv", "1", True), ("K4", "a.csv", "2", False)]
+
+
+def test_reference_keys_when_a_referencing_field_is_rewritten_by_clean_refuses_the_contract(spark):
+    settings = load_settings()
+    spec = load_contract()["transactions"]
+    rewritten = [name for name in text_valued_fields(spec, settings.job("clean")) if name != "account_id"]
+
+    with pytest.raises(InputError, match=r"schemas/transactions.yaml: account_id references "
+                                         r"accounts.account_id but is not a plain text field"):
+        reference_keys(RunContext(settings, DAY1, spark_session=spark).lake, spec, rewritten,
+                       settings.job("clean"))
 
 
 @pytest.mark.parametrize("business_date", [date(2026, 11, 1), date(2040, 1, 1)],
