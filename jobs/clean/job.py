@@ -274,7 +274,8 @@ def run(ctx: RunContext) -> dict[str, int]:
     conf: CleanSettings = ctx.settings.job("clean")
     key = hash_key(conf.pii_key)
     contract = load_contract()
-    referenced = set().union(*referenced_sources(contract).values())
+    needs = referenced_sources(contract)
+    referenced = set().union(*needs.values())
     with SilverChecks(ctx, conf) as checks:
         def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
             # A pool thread cleans one source after another: set (or clear) the pool for each.
@@ -292,7 +293,7 @@ def run(ctx: RunContext) -> dict[str, int]:
         # (planning, commits) is time the cores would otherwise idle.
         audits, written = [], {}
         order = [spec.source for spec in processing_order(contract)]
-        for audit, tables in in_reference_order(order, referenced_sources(contract), clean_one,
+        for audit, tables in in_reference_order(order, needs, clean_one,
                                                 conf.parallel_sources):
             audits.append(audit)
             written.update(tables)

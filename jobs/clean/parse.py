@@ -44,9 +44,11 @@ def keep_raw(spec: SourceSpec):
     return apply
 
 
-def text_value(delivered: Column) -> Column:
-    """Trimmed value; an empty field is null (the contract: empty field = null)."""
-    trimmed = F.trim(delivered)
+def text_value(field: str) -> Column:
+    """The field's value as delivered (in `raw`), trimmed; an empty field is null (the contract: empty
+    field = null). The typing, the reference lookups and the key's clustering all read this one
+    expression, which is how Spark sees that the typed key is the clustered one."""
+    trimmed = F.trim(F.col(f"{RAW}.{field}"))
     return F.when(trimmed != "", trimmed)
 
 
@@ -220,7 +222,7 @@ def parse_fields(spec: SourceSpec, conf: CleanSettings, timezone: str, business_
         values = [rules.value(field) for field in spec.fields]
         flags = [F.greatest(*conditions, F.lit(False)).alias(fail_column(reason))
                  for reason, conditions in rules.failures.items()]
-        return (frame.select(*lineage, *[text_value(F.col(f"{RAW}.{field.name}")).alias(text)
+        return (frame.select(*lineage, *[text_value(field.name).alias(text)
                                          for field, text in zip(spec.fields, texts, strict=True)])
                 .select(*lineage, *texts, *parts)
                 .select(*lineage, *texts, *values)

@@ -29,7 +29,7 @@ def flag_orphans(references: dict[str, tuple[DataFrame, str]]):
     def apply(frame: DataFrame) -> DataFrame:
         for field, (keys, reason) in references.items():
             key, found = f"_ref_key_{field}", f"_ref_found_{field}"
-            value = text_value(F.col(f"{RAW}.{field}"))
+            value = text_value(field)
             lookup = keys.select(F.col("key").alias(key), F.lit(True).alias(found))
             frame = frame.join(lookup, value == F.col(key), "left")
             frame = _or_flag(frame, reason, value.isNotNull() & F.col(found).isNull())
@@ -50,7 +50,7 @@ def cluster_by_key(spec: SourceSpec, text_fields: list[str]):
     Apply it after the joins of `flag_orphans`: Spark drops a sort below a join.
     """
     def apply(frame: DataFrame) -> DataFrame:
-        keys = [text_value(F.col(f"{RAW}.{name}")) for name in spec.key if name in text_fields]
+        keys = [text_value(name) for name in spec.key if name in text_fields]
         if not keys:
             return frame
         clustered = frame.repartition(*keys)
