@@ -102,9 +102,11 @@ def test_ingest_missing_required_column_fails_naming_file_and_column(spark, tmp_
     assert f"products/dt={D}/catalog.csv" in message
     assert "required column 'risk_level'" in message
     assert failure.value.exit_code == 2
-    # The failing source fails alone: the complete one is in bronze.
+    # The failing source fails alone: the complete one is in bronze and its file is reported.
     assert ctx.lake.row_count("bronze.transactions") == 1
     assert not ctx.lake.exists("bronze.products")
+    assert [(r["source"], r["source_file"], r["rows"]) for r in ctx.lake.read("ops.landing_files").collect()] == [
+        ("transactions", f"transactions/dt={D}/t.csv", 1)]
 
 
 def test_ingest_extra_column_kept_and_reported_then_null_in_a_later_batch(spark, tmp_path, caplog):
@@ -181,6 +183,10 @@ def test_ingest_rerun_replaces_the_batch_without_duplicates(spark, tmp_path):
     counts = {r["batch_date"]: r["count"] for r in
               ctx.lake.read("bronze.transactions").groupBy("batch_date").count().collect()}
     assert counts == {DAY: 3, date(2026, 3, 2): 1}
+    reported = sorted((r["batch_date"], r["source_file"], r["rows"])
+                      for r in ctx.lake.read("ops.landing_files").collect())
+    assert reported == [(DAY, f"transactions/dt={D}/a.csv", 3),
+                        (date(2026, 3, 2), "transactions/dt=2026-03-02/a.csv", 1)]
 
 
 def test_ingest_file_of_an_unknown_type_fails_naming_it(spark, tmp_path):
