@@ -33,6 +33,7 @@ from test_ingest_fixtures import (
 from jobs.clean.audit import BatchAudit
 from jobs.clean.job import (
     SilverChecks,
+    critical_paths,
     in_reference_order,
     processing_order,
     reference_keys,
@@ -486,6 +487,24 @@ def test_in_reference_order_when_sources_are_independent_runs_them_side_by_side_
         for need in needs[name]:
             assert events.index(("end", need)) < events.index(("start", name)), (need, name)
     assert needs["transactions"] == {"accounts", "customers", "products"}
+
+
+def test_in_reference_order_when_sizes_are_given_starts_the_longest_critical_path_first():
+    needs = {"customers": set(), "products": set(), "accounts": {"customers"},
+             "app_events": {"customers", "products"}, "transactions": {"accounts", "customers", "products"}}
+    sizes = {"customers": 1, "products": 1, "accounts": 2, "app_events": 50, "transactions": 100}
+    started: list[str] = []
+
+    def work(name: str) -> str:
+        started.append(name)
+        return name
+
+    # Paths: transactions 100, app_events 50, accounts 2 + 100, products 1 + 100, customers 1 + 102.
+    assert critical_paths(list(needs), needs, sizes) == {
+        "customers": 103, "products": 101, "accounts": 102, "app_events": 50, "transactions": 100}
+    assert in_reference_order(list(needs), needs, work, workers=1, sizes=sizes) == list(needs)
+    # In the listed order, transactions would start last, behind app_events.
+    assert started == ["customers", "accounts", "products", "transactions", "app_events"]
 
 
 def test_in_reference_order_when_a_reference_fails_raises_it_and_runs_only_what_does_not_need_it():

@@ -200,6 +200,9 @@ def test_row_count_when_read_from_stats_matches_planted_rows_and_stats_bound_val
 
     assert lake.row_count(name) == 16
     assert lake.row_count(name, version=0) == 12
+    assert lake.row_count(name, partition_filters=[("batch_date", "=", D2)]) == 5
+    assert lake.row_count(name, partition_filters=[("batch_date", ">=", D2)]) == 9
+    assert lake.row_count(name, version=0, partition_filters=[("batch_date", "in", [D1, D3])]) == 7
     # Per file, the min/max statistics bound the file's real values (data skipping relies on it).
     actions = pa.table(DeltaTable(lake.path(name)).get_add_actions(flatten=True)).to_pylist()
     for action in actions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date
 from typing import TypeVar
 
@@ -74,6 +74,12 @@ def read_bronze(lake: Lake, spec: SourceSpec, batch_date: date) -> DataFrame:
     log.warning("%s does not exist: %s is cleaned as an empty batch", table, spec.source)
     schema = _string_schema(spec.field_names).add("batch_date", T.DateType()).add("source_file", "string")
     return empty_frame(lake.spark, schema)
+
+
+def bronze_rows(lake: Lake, sources: list[str], batch_date: date) -> dict[str, int]:
+    """source -> rows of its bronze batch D (from the Delta log's file statistics)."""
+    return {name: lake.row_count(f"bronze.{name}", partition_filters=[("batch_date", "=", batch_date)])
+            for name in sources if lake.exists(f"bronze.{name}")}
 
 
 def reference_keys(lake: Lake, spec: SourceSpec, text_fields: list[str], conf: CleanSettings
@@ -198,15 +204,17 @@ class SilverChecks:
     """The silver tables' Great Expectations suites, run one after another on a thread of their own.
 
     Each table is validated as soon as its source has written it, while other sources are still
-    cleaned; importing Great Expectations (about 10 s) happens there too. `record` waits for every
-    check, stores the results in ops.dq_results and stops on critical failures.
+    cleaned. Importing Great Expectations (about 10 s of Python, holding the interpreter's lock) happens
+    there too, at the first check: begun at the start of the run, it slowed the first sources, whose
+    time is mostly Python on the driver, by 3 to 4 s. `record` waits for every check, stores the results
+    in ops.dq_results and stops on critical failures.
     """
 
     def __init__(self, ctx: RunContext, conf: CleanSettings):
         self.ctx, self.conf = ctx, conf
         self.folder = f"{ctx.settings.lake.root.rstrip('/')}/{conf.dq_dir}/{ctx.business_date.isoformat()}"
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="dq")
-        self._validator = self._thread.submit(Validator)
+        self._validator: Validator | None = None  # only the dq thread creates and uses it
         self._checks: list[Future] = []
 
     def __enter__(self) -> SilverChecks:
@@ -220,11 +228,14 @@ class SilverChecks:
 
     def _check(self, table: str, spec: SourceSpec) -> tuple[str, list[tuple], list[str]]:
         lake, day = self.ctx.lake, self.ctx.business_date
+        self.ctx.spark.sparkContext.setJobDescription(f"validate {table}")
         suite = load_suite(PROJECT_ROOT / self.conf.expectations_dir, table)
         frame = (lake.read(table, partition_filters=[("batch_date", "=", day)]) if spec.kind == "append"
                  else lake.read(table))
         started = time.monotonic()
-        document, outcomes = self._validator.result().validate(frame, suite)
+        if self._validator is None:
+            self._validator = Validator()
+        document, outcomes = self._validator.validate(frame, suite)
         log.info("%s validated in %.1fs", suite.name, time.monotonic() - started)
         path = write_results(self.folder, table, document)
         failures = []
@@ -248,26 +259,47 @@ class SilverChecks:
         return written.rows_added
 
 
+def critical_paths(order: list[str], needs: dict[str, set[str]], sizes: dict[str, int]) -> dict[str, int]:
+    """name -> its size plus the largest critical path of the names that need it: the work that
+    cannot start before it has finished. `order` lists needed names first."""
+    paths: dict[str, int] = {}
+    for name in reversed(order):
+        paths[name] = sizes.get(name, 0) + max((paths[d] for d in paths if name in needs[d]), default=0)
+    return paths
+
+
 def in_reference_order(order: list[str], needs: dict[str, set[str]], work: Callable[[str], Result],
-                       workers: int) -> list[Result]:
-    """`work(name)` for every name of `order`, each once the work on the names it needs is done, up to
-    `workers` at once. `order` lists needed names first. Results in `order`; the first failure in that
-    order is raised once everything that could run has run (a name whose need failed fails with it).
+                       workers: int, sizes: dict[str, int] | None = None) -> list[Result]:
+    """`work(name)` for every name of `order`, each started once the work on the names it needs has
+    finished, up to `workers` at once. Of the names ready to start, the one with the longest critical
+    path (`sizes`: each name's amount of work) goes first, then the first in `order`, which lists needed
+    names first. Results in `order`; the first failure in that order is raised once everything that
+    could run has run (a name whose need failed fails with it, without running).
     """
-    started: dict[str, Future] = {}
-
-    def when_ready(name: str) -> Result:
-        for need in needs[name]:
-            started[need].result()
-        return work(name)
-
-    # A name waits only for names submitted before it, which a pool starts first: no deadlock.
+    for position, name in enumerate(order):
+        if needs[name] - set(order[:position]):
+            raise ValueError(f"{name} is listed before {sorted(needs[name] - set(order[:position]))}")
+    paths = critical_paths(order, needs, sizes or {})
+    rank = {name: (-paths[name], position) for position, name in enumerate(order)}
+    done: dict[str, Future] = {}
+    waiting = list(order)
+    running: dict[Future, str] = {}
     with ThreadPoolExecutor(workers, thread_name_prefix="clean") as pool:
-        for name in order:
-            if needs[name] - started.keys():
-                raise ValueError(f"{name} is listed before {sorted(needs[name] - started.keys())}")
-            started[name] = pool.submit(when_ready, name)
-    return [started[name].result() for name in order]
+        while waiting or running:
+            for name in sorted((n for n in waiting if needs[n] <= done.keys()), key=rank.__getitem__):
+                if len(running) == workers:
+                    break
+                waiting.remove(name)
+                failed_need = next((done[n] for n in order if n in needs[name] and done[n].exception()), None)
+                if failed_need is not None:
+                    done[name] = failed_need
+                else:
+                    running[pool.submit(work, name)] = name
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done[running.pop(future)] = future
+    return [done[name].result() for name in order]
 
 
 def run(ctx: RunContext) -> dict[str, int]:
@@ -278,9 +310,11 @@ def run(ctx: RunContext) -> dict[str, int]:
     referenced = set().union(*needs.values())
     with SilverChecks(ctx, conf) as checks:
         def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
-            # A pool thread cleans one source after another: set (or clear) the pool for each.
+            # A pool thread cleans one source after another: set (or clear) the pool for each, and
+            # name the source in its Spark jobs (UI, event log).
             ctx.spark.sparkContext.setLocalProperty(
                 "spark.scheduler.pool", conf.reference_pool if name in referenced else None)
+            ctx.spark.sparkContext.setJobDescription(f"clean {name}")
             started = time.monotonic()
             audit, tables = clean_source(ctx, conf, contract[name], key)
             log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)
@@ -293,8 +327,8 @@ def run(ctx: RunContext) -> dict[str, int]:
         # (planning, commits) is time the cores would otherwise idle.
         audits, written = [], {}
         order = [spec.source for spec in processing_order(contract)]
-        for audit, tables in in_reference_order(order, needs, clean_one,
-                                                conf.parallel_sources):
+        for audit, tables in in_reference_order(order, needs, clean_one, conf.parallel_sources,
+                                                bronze_rows(ctx.lake, order, ctx.business_date)):
             audits.append(audit)
             written.update(tables)
         frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)

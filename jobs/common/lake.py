@@ -365,12 +365,20 @@ class Lake:
     def version(self, name: str) -> int:
         return self._delta(name).version()
 
-    def row_count(self, name: str, version: int | None = None) -> int:
-        """Rows of the snapshot, from the file statistics of the log (a scan only for files without)."""
-        actions = pa.table(self._delta(name, version).get_add_actions(flatten=True))
+    def row_count(self, name: str, version: int | None = None,
+                  partition_filters: Sequence[PartitionFilter] | None = None) -> int:
+        """Rows of the snapshot (of its partitions that pass `partition_filters`), from the file
+        statistics of the log (a scan only for files without)."""
+        dt = self._delta(name, version)
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        if partition_filters and actions.num_rows:
+            self._require_partition_columns(name, partition_filters, dt.metadata().partition_columns)
+            _check_filters(partition_filters)
+            actions = actions.filter(pq.filters_to_expression(
+                [(f"partition.{column}", op, value) for column, op, value in partition_filters]))
         counts = actions.column("num_records").to_pylist() if actions.num_rows else []
         if any(c is None for c in counts):  # a file written without statistics by another engine
-            return self.read(name, version).count()
+            return self.read(name, version, partition_filters).count()
         return int(sum(counts))
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
