@@ -206,7 +206,7 @@ class SilverChecks:
     Each table is validated as soon as its source has written it, while other sources are still
     cleaned. Importing Great Expectations (about 10 s of Python, holding the interpreter's lock) happens
     there too, at the first check: begun at the start of the run, it slowed the first sources, whose
-    time is mostly Python on the driver, by 3 to 4 s. `record` waits for every check, stores the results
+    time is mostly Python on the driver, by 3 to 5 s. `record` waits for every check, stores the results
     in ops.dq_results and stops on critical failures.
     """
 

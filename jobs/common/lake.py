@@ -371,11 +371,12 @@ class Lake:
         statistics of the log (a scan only for files without)."""
         dt = self._delta(name, version)
         actions = pa.table(dt.get_add_actions(flatten=True))
-        if partition_filters and actions.num_rows:
+        if partition_filters:
             self._require_partition_columns(name, partition_filters, dt.metadata().partition_columns)
             _check_filters(partition_filters)
-            actions = actions.filter(pq.filters_to_expression(
-                [(f"partition.{column}", op, value) for column, op, value in partition_filters]))
+            if actions.num_rows:
+                actions = actions.filter(pq.filters_to_expression(
+                    [(f"partition.{column}", op, value) for column, op, value in partition_filters]))
         counts = actions.column("num_records").to_pylist() if actions.num_rows else []
         if any(c is None for c in counts):  # a file written without statistics by another engine
             return self.read(name, version, partition_filters).count()
