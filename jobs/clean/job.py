@@ -148,11 +148,11 @@ def write_state(lake: Lake, spec: SourceSpec, table: str, batch_rows: DataFrame,
     return result.rows_added
 
 
-def clean_source(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, key: bytes
+def clean_source(ctx: RunContext, conf: CleanSettings, spec: SourceSpec, key: bytes, rows_in: int
                  ) -> tuple[BatchAudit, dict[str, int]]:
+    """`rows_in`: the rows of the source's bronze batch D (`bronze_rows`)."""
     lake, day, run_id = ctx.lake, ctx.business_date, ctx.run_id
     bronze = read_bronze(lake, spec, day)
-    rows_in = bronze.count()
     checked = check_batch(ctx, conf, spec, bronze)
     if spec.kind == "append":
         # Only quarantine reads an append source's raw values and file afterwards; the cache below
@@ -308,6 +308,9 @@ def run(ctx: RunContext) -> dict[str, int]:
     contract = load_contract()
     needs = referenced_sources(contract)
     referenced = set().union(*needs.values())
+    order = [spec.source for spec in processing_order(contract)]
+    # Each batch's rows, from the Delta log: the audit's rows in, and the sizes the order goes by.
+    rows_in = bronze_rows(ctx.lake, order, ctx.business_date)
     with SilverChecks(ctx, conf) as checks:
         def clean_one(name: str) -> tuple[BatchAudit, dict[str, int]]:
             # A pool thread cleans one source after another: set (or clear) the pool for each, and
@@ -316,7 +319,7 @@ def run(ctx: RunContext) -> dict[str, int]:
                 "spark.scheduler.pool", conf.reference_pool if name in referenced else None)
             ctx.spark.sparkContext.setJobDescription(f"clean {name}")
             started = time.monotonic()
-            audit, tables = clean_source(ctx, conf, contract[name], key)
+            audit, tables = clean_source(ctx, conf, contract[name], key, rows_in.get(name, 0))
             log.info("%s (%.1fs)", audit.describe(), time.monotonic() - started)
             for table in tables:
                 if table.startswith("silver."):
@@ -326,9 +329,7 @@ def run(ctx: RunContext) -> dict[str, int]:
         # Sources run side by side where their references allow: a small source's driver time
         # (planning, commits) is time the cores would otherwise idle.
         audits, written = [], {}
-        order = [spec.source for spec in processing_order(contract)]
-        for audit, tables in in_reference_order(order, needs, clean_one, conf.parallel_sources,
-                                                bronze_rows(ctx.lake, order, ctx.business_date)):
+        for audit, tables in in_reference_order(order, needs, clean_one, conf.parallel_sources, rows_in):
             audits.append(audit)
             written.update(tables)
         frame = ctx.lake.spark.createDataFrame([a.row(ctx.run_id) for a in audits], AUDIT_SCHEMA)
