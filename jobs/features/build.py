@@ -170,6 +170,12 @@ def symmetric_trend(last: Column, before: Column) -> Column:
     return F.when(scale > 0, (last - before) / scale).otherwise(F.lit(0.0))
 
 
+def balance_opening_day(as_of: AsOf, conf: FeatureSettings) -> date:
+    """The day before the balance history starts: the windows of the average balances and of the slope."""
+    history_days = max(2 * conf.recent_window_days, DAYS_PER_MONTH * (conf.slope_months - 1) + 1)
+    return as_of.first_day(history_days) - timedelta(days=1)
+
+
 def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
                      conf: FeatureSettings) -> DataFrame:
     """End, average and trend of the deposit balance and its monthly slope, from `balance_after`.
@@ -181,8 +187,7 @@ def deposit_balances(transactions: DataFrame, accounts: DataFrame, as_of: AsOf,
     """
     recent = conf.recent_window_days
     n_points = conf.slope_months
-    history_days = max(2 * recent, DAYS_PER_MONTH * (n_points - 1) + 1)
-    opening_day = as_of.first_day(history_days) - timedelta(days=1)
+    opening_day = balance_opening_day(as_of, conf)
     after_d = as_of.date + timedelta(days=1)
     with_balance = transactions.where(F.col("balance_after").isNotNull())
     # Only the last transaction before the window matters there: its instant per account (a grouping
