@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--root", default="./bench_features", help="lake of the synthesised silver tables")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each side; the best counts")
     parser.add_argument("--bounds", action="store_true",
-                        help="also time three parts of the build alone (one pass, one sort, planning) against the floor")
+                        help="also time three parts of the build alone (one sort, one pass, planning) against the floor")
     args = parser.parse_args()
 
     root = Path(args.root)
